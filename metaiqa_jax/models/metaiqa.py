@@ -1,0 +1,157 @@
+"""The MetaIQA quality regressor: ResNet + the authors' head, and its pure `apply_fn`.
+
+The head reproduces `Net` in the authors' code (zhuhancheng/MetaIQA), applied to the backbone's
+`num_classes`-d logits (the ImageNet `fc` is kept): Linear(1000, 1024) - BatchNorm1d - PReLU (one
+shared slope, init 0.25) - Dropout(0.5) - Linear(1024, 512) - BatchNorm1d - PReLU - Dropout(0.5) -
+Linear(512, 1) - Sigmoid. Scores are in (0, 1): the normalised MOS scale of `metaiqa_jax.data`.
+"""
+
+import dataclasses
+from typing import Any, Callable, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from metaiqa_jax.models.resnet import BatchNorm, ResNet, STAGE_SIZES
+
+Variables = Mapping[str, Any]
+# apply_fn(variables, x, train, rngs) -> (scores (batch,), new model state {'batch_stats': ...}).
+ApplyFn = Callable[..., tuple[jax.Array, dict]]
+
+
+class PReLU(nn.Module):
+  """PReLU with one slope shared over all channels (torch `nn.PReLU()`, weight shape (1,))."""
+  init_slope: float = 0.25
+
+  @nn.compact
+  def __call__(self, x):
+    slope = self.param('slope', nn.initializers.constant(self.init_slope), (1,), jnp.float32)
+    return jnp.where(x >= 0, x, slope[0] * x)
+
+
+class MetaIQAHead(nn.Module):
+  """Head on `(batch, num_classes)` logits -> `(batch,)` quality in (0, 1).
+
+  `features` gives the hidden sizes ((1024, 512) in the paper; tests use tiny ones). Submodules
+  are `fc1, bn1, relu1, fc2, bn2, relu2, fc3` as in the authors' `Net`.
+  """
+  features: Sequence[int] = (1024, 512)
+  dropout_rate: float = 0.5
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    for i, width in enumerate(self.features, start=1):
+      x = nn.Dense(width, name=f'fc{i}')(x)
+      x = BatchNorm(name=f'bn{i}')(x, train)
+      x = PReLU(name=f'relu{i}')(x)
+      x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    x = nn.Dense(1, name=f'fc{len(self.features) + 1}')(x)
+    return nn.sigmoid(x[:, 0])
+
+
+class MetaIQA(nn.Module):
+  """ResNet backbone (`params['backbone']`) + MetaIQA head (`params['head']`).
+
+  Input: `(batch, H, W, 3)` float, ImageNet-normalised (see `metaiqa_jax.preprocess`).
+  Output: `(batch,)` float32 quality scores in (0, 1).
+  Training mode uses batch statistics in BatchNorm and needs a `'dropout'` rng.
+  """
+  arch: str = 'resnet18'
+  width: float = 1.0
+  num_classes: int = 1000
+  head_features: Sequence[int] = (1024, 512)
+  dropout_rate: float = 0.5
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    self.backbone = ResNet(self.arch, self.width, self.num_classes, self.dtype)
+    self.head = MetaIQAHead(tuple(self.head_features), self.dropout_rate)
+
+  def __call__(self, x, train: bool = False):
+    return self.head(self.backbone(x, train), train)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Everything that fixes the shapes of a MetaIQA model; saved with every checkpoint."""
+  arch: str = 'resnet18'
+  width: float = 1.0
+  num_classes: int = 1000
+  head_features: tuple[int, ...] = (1024, 512)
+  dropout_rate: float = 0.5
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self) | {'head_features': list(self.head_features)}
+
+
+def create_model(arch: str = 'resnet18', width: float = 1.0, num_classes: int = 1000,
+                 head_features: Sequence[int] = (1024, 512), dropout_rate: float = 0.5,
+                 dtype: Any = jnp.float32) -> MetaIQA:
+  """Returns the MetaIQA module. Defaults are the paper's model (ResNet-18, 1000 logits)."""
+  if arch not in STAGE_SIZES:
+    raise ValueError(f'unknown arch {arch!r}; expected one of {sorted(STAGE_SIZES)}')
+  if width <= 0:
+    raise ValueError(f'width must be positive, got {width}')
+  return MetaIQA(arch, float(width), int(num_classes), tuple(int(f) for f in head_features),
+                 float(dropout_rate), dtype)
+
+
+def model_config(model: MetaIQA) -> ModelConfig:
+  """The shape-defining settings of `model` (dtype is a run-time choice, not saved)."""
+  return ModelConfig(model.arch, model.width, model.num_classes, tuple(model.head_features),
+                     model.dropout_rate)
+
+
+def init_variables(model: MetaIQA, rng: jax.Array, image_size: int = 224) -> dict:
+  """Random initial `{'params', 'batch_stats'}` for `model` (float32 pytrees).
+
+  The parameter shapes do not depend on `image_size`; it only sets the dummy input.
+  """
+  dummy = jnp.zeros((2, image_size, image_size, 3), jnp.float32)
+  variables = jax.jit(lambda r: model.init(r, dummy, train=False))(rng)
+  return {'params': variables['params'], 'batch_stats': variables['batch_stats']}
+
+
+def make_apply_fn(model: nn.Module) -> ApplyFn:
+  """The pure function the meta-learner sees.
+
+  `apply_fn(variables, x, train, rngs=None) -> (y, new_state)`: in training mode BatchNorm uses
+  batch statistics and `new_state = {'batch_stats': updated running stats}`; in eval mode the
+  running statistics are used and returned unchanged, so both modes return the same structure.
+  """
+  def apply_fn(variables, x, train: bool, rngs=None):
+    if train:
+      y, state = model.apply(variables, x, train=True, rngs=rngs, mutable=['batch_stats'])
+      return y, {'batch_stats': state['batch_stats']}
+    y = model.apply(variables, x, train=False)
+    return y, {'batch_stats': variables['batch_stats']}
+  return apply_fn
+
+
+def infer_model_config(variables: Variables) -> ModelConfig:
+  """Reads the architecture back from the parameter shapes of a MetaIQA variables tree.
+
+  Lets `score`/`adapt` take bare variables (from `load_torch_weights` or a checkpoint).
+  The dropout rate is not visible in the shapes and is returned as the paper's 0.5.
+
+  Raises:
+    ValueError: the tree is not a MetaIQA model's (names the missing or unexpected entry).
+  """
+  try:
+    backbone = variables['params']['backbone']
+    head = variables['params']['head']
+    stem = backbone['conv1']['kernel']
+    blocks = {name for name in backbone if name.startswith('layer')}
+    num_classes = backbone['fc']['kernel'].shape[1]
+    n_fc = sum(1 for name in head if name.startswith('fc'))
+    head_features = tuple(head[f'fc{i}']['kernel'].shape[1] for i in range(1, n_fc))
+  except (KeyError, TypeError, AttributeError) as e:
+    raise ValueError(f'not a MetaIQA variables tree: missing {e}') from e
+  bottleneck = 'conv3' in backbone.get('layer1_0', {})
+  layer3 = sum(1 for name in blocks if name.startswith('layer3_'))
+  arch = 'resnet50' if bottleneck else {2: 'resnet18', 6: 'resnet34'}.get(layer3)
+  if arch is None:
+    raise ValueError(f'cannot tell the ResNet depth: {layer3} blocks in layer3')
+  width = stem.shape[-1] / 64
+  return ModelConfig(arch, width, int(num_classes), head_features)
