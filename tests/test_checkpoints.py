@@ -1,0 +1,213 @@
+"""metaiqa_jax.checkpoints: roundtrip, retention, corruption fallback, weights-only restore."""
+
+import glob
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import struct
+
+from metaiqa_jax import checkpoints
+from metaiqa_jax.models import ModelConfig, create_model, init_variables
+
+TINY = ModelConfig('resnet18', 0.125, 10, (16, 8), 0.5)
+
+
+@struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: dict
+  batch_stats: dict
+  opt_state: optax.OptState
+  inner_lr: jax.Array
+
+
+def make_state(variables, step=0):
+  params = variables['params']
+  opt_state = optax.adam(1e-3).init(params)
+  # Non-trivial Adam moments, so a roundtrip that drops or zeros them is caught.
+  opt_state = jax.tree.map(lambda x: x + 0.5 if x.dtype == jnp.float32 else x + 7, opt_state)
+  return TrainState(jnp.asarray(step, jnp.int32), params, variables['batch_stats'], opt_state,
+                    jnp.asarray(0.01, jnp.float32))
+
+
+@pytest.fixture(scope='module')
+def small_variables():
+  rng = np.random.default_rng(0)
+  return {'params': {'dense': {'kernel': jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),
+                               'bias': jnp.zeros((4,), jnp.float32)}},
+          'batch_stats': {'bn': {'mean': jnp.arange(4.0), 'var': jnp.ones(4)}}}
+
+
+@pytest.fixture(scope='module')
+def tiny_variables():
+  """Random values in the tiny model's variable tree (shapes by tracing only: no compile)."""
+  model = create_model(**TINY.to_dict())
+  shapes = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), image_size=32))
+  rng = np.random.default_rng(1)
+  return jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape), s.dtype), shapes)
+
+
+def assert_trees_equal(a, b):
+  jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
+
+
+def largest_data_file(step_dir):
+  return max(glob.glob(os.path.join(step_dir, 'state', 'd', '*')), key=os.path.getsize)
+
+
+def test_roundtrip_with_adam_state_and_metadata(tmp_path, small_variables):
+  state = make_state(small_variables, step=3)
+  with checkpoints.Checkpointer(tmp_path, model_config=TINY) as ckpt:
+    ckpt.save(3, state, metrics={'val_srocc': 0.5}, extra_json={'data_position': 96, 'seed': 1})
+    ckpt.wait_until_finished()
+    step, restored, meta = ckpt.restore_latest(jax.eval_shape(lambda: state))
+  assert step == 3 and isinstance(restored, TrainState)
+  assert_trees_equal(restored, state)
+  assert meta == {'format': 1, 'step': 3, 'model_config': TINY.to_dict(),
+                  'metrics': {'val_srocc': 0.5}, 'extra': {'data_position': 96, 'seed': 1}}
+
+
+def test_empty_workdir_restores_nothing(tmp_path, small_variables):
+  with checkpoints.Checkpointer(tmp_path) as ckpt:
+    assert ckpt.restore_latest(make_state(small_variables)) is None
+
+
+def test_keeps_latest_and_best(tmp_path, small_variables):
+  state = make_state(small_variables)
+  with checkpoints.Checkpointer(tmp_path, keep_latest=2, keep_best=2, async_save=False) as ckpt:
+    for step, srocc in [(1, 0.5), (2, 0.9), (3, 0.3), (4, 0.2), (5, 0.1), (6, float('nan'))]:
+      ckpt.save(step, state, metrics={'val_srocc': srocc})
+    assert ckpt.all_steps() == [1, 2, 5, 6]  # best two (2: 0.9, 1: 0.5) + latest two.
+    assert ckpt.best_step() == 2
+
+
+def test_corrupted_latest_falls_back_with_warning(tmp_path, small_variables, caplog):
+  state = make_state(small_variables)
+  with checkpoints.Checkpointer(tmp_path, async_save=False) as ckpt:
+    ckpt.save(1, state.replace(step=jnp.asarray(1)))
+    ckpt.save(2, state.replace(step=jnp.asarray(2)))
+  data_file = largest_data_file(tmp_path / 'checkpoints' / '2')
+  os.truncate(data_file, os.path.getsize(data_file) // 2)
+  with checkpoints.Checkpointer(tmp_path, async_save=False) as ckpt:
+    with caplog.at_level(logging.WARNING, logger='metaiqa_jax.checkpoints'):
+      step, restored, _ = ckpt.restore_latest(jax.eval_shape(lambda: state))
+    assert step == 1 and int(restored.step) == 1
+    assert any(os.path.join('checkpoints', '2') in r.getMessage() and 'unreadable' in
+               r.getMessage() for r in caplog.records)
+    assert os.listdir(tmp_path / 'corrupt_checkpoints')[0].startswith('2-')
+    ckpt.save(2, state)  # The resumed run can write the quarantined step again.
+    assert ckpt.all_steps() == [1, 2]
+
+
+def test_missing_metadata_falls_back(tmp_path, small_variables):
+  state = make_state(small_variables)
+  with checkpoints.Checkpointer(tmp_path, async_save=False) as ckpt:
+    ckpt.save(1, state)
+    ckpt.save(2, state)
+  for name in os.listdir(tmp_path / 'checkpoints' / '2' / 'meta'):
+    os.remove(tmp_path / 'checkpoints' / '2' / 'meta' / name)
+  with checkpoints.Checkpointer(tmp_path) as ckpt:
+    assert ckpt.restore_latest(state)[0] == 1
+
+
+def test_leftover_tmp_dir_is_ignored(tmp_path, small_variables):
+  state = make_state(small_variables)
+  with checkpoints.Checkpointer(tmp_path, async_save=False) as ckpt:
+    ckpt.save(1, state)
+  half_written = tmp_path / 'checkpoints' / '7.orbax-checkpoint-tmp-1700000000' / 'state'
+  half_written.mkdir(parents=True)
+  (half_written / '_METADATA').write_text('{"tree_metad')
+  with checkpoints.Checkpointer(tmp_path) as ckpt:
+    assert ckpt.all_steps() == [1]
+    assert ckpt.restore_latest(state)[0] == 1
+
+
+def test_wrong_state_structure_is_an_error_not_corruption(tmp_path, small_variables):
+  state = make_state(small_variables)
+  with checkpoints.Checkpointer(tmp_path, async_save=False) as ckpt:
+    ckpt.save(1, state)
+    wrong = state.replace(params={'dense': {'kernel': jnp.zeros((5, 4)),
+                                            'bias': jnp.zeros(4)}})
+    with pytest.raises(checkpoints.CheckpointMismatchError,
+                       match=r'params/dense/kernel: checkpoint has shape \(3, 4\), '
+                             r'expected \(5, 4\)'):
+      ckpt.restore_latest(jax.eval_shape(lambda: wrong))
+    assert ckpt.all_steps() == [1]  # Nothing was quarantined.
+    with pytest.raises(ValueError, match=r"dict has no top-level \['batch_stats'\]"):
+      ckpt.save(2, {'params': state.params})
+
+
+def test_restore_variables_picks_best_and_rebuilds_model(tmp_path, tiny_variables):
+  good = jax.tree.map(lambda x: x + 1.0, tiny_variables)
+  with checkpoints.Checkpointer(tmp_path, model_config=TINY, async_save=False) as ckpt:
+    ckpt.save(1, make_state(good), metrics={'val_srocc': 0.8})
+    ckpt.save(2, make_state(tiny_variables), metrics={'val_srocc': 0.1})
+  config, variables = checkpoints.restore_variables(tmp_path)
+  assert config == TINY
+  assert_trees_equal(variables, good)
+  # A step directory and the checkpoints directory work too.
+  assert_trees_equal(checkpoints.restore_variables(tmp_path / 'checkpoints' / '2')[1],
+                     tiny_variables)
+  assert_trees_equal(checkpoints.restore_variables(tmp_path / 'checkpoints')[1], good)
+
+
+def test_restore_variables_rejects_other_width(tmp_path, tiny_variables):
+  with checkpoints.Checkpointer(tmp_path, model_config=TINY, async_save=False) as ckpt:
+    ckpt.save(1, make_state(tiny_variables))
+  wider = ModelConfig('resnet18', 0.25, 10, (16, 8), 0.5)
+  with pytest.raises(checkpoints.CheckpointMismatchError,
+                     match=r'batch_stats/backbone/bn1/mean: checkpoint has shape \(8,\), '
+                           r'expected \(16,\)'):
+    checkpoints.restore_variables(tmp_path, wider)
+  with pytest.raises(FileNotFoundError, match='no checkpoint directory'):
+    checkpoints.restore_variables(tmp_path / 'nowhere')
+
+
+def test_non_writable_workdir(tmp_path):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a directory')
+  with pytest.raises(checkpoints.WorkdirError, match='a_file/run.*not a writable directory'):
+    checkpoints.ensure_writable(blocker / 'run')
+  with pytest.raises(checkpoints.WorkdirError, match='a_file'):
+    checkpoints.Checkpointer(blocker)
+  assert checkpoints.ensure_writable(tmp_path / 'new' / 'run').is_dir()
+
+
+_SAVE_LOOP = textwrap.dedent('''
+    import sys, jax.numpy as jnp
+    from metaiqa_jax import checkpoints
+    ckpt = checkpoints.Checkpointer(sys.argv[1], keep_latest=3)
+    for step in range(1, 1000):
+      value = jnp.full((512, 1024), float(step))
+      ckpt.save(step, {'params': {'w': value}, 'batch_stats': {}})
+      if step % 2 == 0:
+        ckpt.wait_until_finished()
+      print(step, flush=True)
+''')
+
+
+def test_sigkill_during_saves_leaves_a_readable_checkpoint(tmp_path):
+  proc = subprocess.Popen([sys.executable, '-c', _SAVE_LOOP, str(tmp_path)],
+                          stdout=subprocess.PIPE, text=True)
+  try:
+    for line in proc.stdout:
+      if int(line) >= 5:
+        break
+  finally:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+  with checkpoints.Checkpointer(tmp_path) as ckpt:
+    abstract = {'params': {'w': jax.ShapeDtypeStruct((512, 1024), jnp.float32)},
+                'batch_stats': {}}
+    step, state, _ = ckpt.restore_latest(abstract)
+  assert step >= 4
+  np.testing.assert_array_equal(np.asarray(state['params']['w']), float(step))
