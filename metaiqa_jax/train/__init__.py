@@ -1,0 +1,1 @@
+"""Training programs (meta-training, fine-tuning, evaluation, LODO) and their run reporting."""

@@ -1,0 +1,236 @@
+"""What a run writes for people: metric logs, progress bars, report.json, plots, tables.
+
+Files under the run's workdir:
+  metrics.jsonl   one JSON object per line: {"step": int, "split": str, "wall_time": float,
+                  "metrics": {name: float or null}} (non-finite values become null, so every
+                  line is strict JSON). Flushed after every line: a killed run keeps all it logged.
+  tensorboard/    TensorBoard event files (tensorboardX, no TensorFlow), tag "<split>/<name>".
+  report.json     the final report, written atomically (temporary file + rename).
+
+Resuming: a run restarted from a checkpoint at step `s` logs steps `s + 1, ...` again. Pass
+`resume_step=s` (or call `truncate_after(s)`): lines with `step > s` are dropped from
+metrics.jsonl (atomically) and TensorBoard is told to purge events from step `s + 1` on, so
+neither file ends up with duplicate steps. A partial last line left by a kill is dropped too.
+
+Plots use Matplotlib's object API with the Agg canvas (no display, no global pyplot state).
+"""
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+import tqdm
+from matplotlib.figure import Figure
+from tensorboardX import SummaryWriter
+
+from metaiqa_jax import metrics as metrics_lib
+
+METRICS_FILENAME = 'metrics.jsonl'
+TENSORBOARD_DIRNAME = 'tensorboard'
+REPORT_FILENAME = 'report.json'
+
+logger = logging.getLogger(__name__)
+
+
+def _json_value(value) -> Optional[float]:
+  value = float(value)
+  return value if math.isfinite(value) else None
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+  """Writes `text` to `path` so readers see the old file or the new one, never a mix."""
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
+  try:
+    with os.fdopen(fd, 'w') as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+class RunLogger:
+  """Logs scalar metrics of a run to metrics.jsonl and TensorBoard.
+
+  Args:
+    workdir: the run's working directory (must exist and be writable).
+    is_primary: False on every process but the first of a multi-host run: nothing is written.
+    resume_step: the checkpoint step a resumed run restarts from; later log entries are dropped.
+  """
+
+  def __init__(self, workdir, *, is_primary: bool = True, resume_step: Optional[int] = None):
+    self.workdir = os.fspath(workdir)
+    self.is_primary = is_primary
+    self.jsonl_path = os.path.join(self.workdir, METRICS_FILENAME)
+    self._writer = None
+    self._jsonl = None
+    if not is_primary:
+      return
+    if resume_step is not None:
+      self._truncate_jsonl(resume_step)
+    self._open(purge_step=None if resume_step is None else resume_step + 1)
+
+  def _open(self, purge_step: Optional[int]) -> None:
+    self._writer = SummaryWriter(os.path.join(self.workdir, TENSORBOARD_DIRNAME),
+                                 purge_step=purge_step)
+    self._jsonl = open(self.jsonl_path, 'a', encoding='utf-8')
+
+  def _truncate_jsonl(self, step: int) -> None:
+    if not os.path.exists(self.jsonl_path):
+      return
+    kept, dropped_partial = [], 0
+    with open(self.jsonl_path, encoding='utf-8') as f:
+      for line in f:
+        try:
+          entry = json.loads(line)
+        except json.JSONDecodeError:
+          dropped_partial += 1
+          continue
+        if entry['step'] <= step:
+          kept.append(json.dumps(entry) + '\n')
+    if dropped_partial:
+      logger.warning('dropped %d unparsable line(s) of %s (a run killed mid-write)',
+                     dropped_partial, self.jsonl_path)
+    _atomic_write_text(self.jsonl_path, ''.join(kept))
+
+  def truncate_after(self, step: int) -> None:
+    """Forgets everything logged for steps after `step` (on resume from checkpoint `step`)."""
+    if not self.is_primary:
+      return
+    self.close()
+    self._truncate_jsonl(step)
+    self._open(purge_step=step + 1)
+
+  def log(self, step: int, split: str, metrics: Mapping[str, Any]) -> None:
+    """Records scalar `metrics` (floats, numpy or jax scalars) of `split` at `step`."""
+    if not self.is_primary:
+      return
+    values = {name: _json_value(value) for name, value in metrics.items()}
+    entry = {'step': int(step), 'split': split, 'wall_time': time.time(), 'metrics': values}
+    self._jsonl.write(json.dumps(entry) + '\n')
+    self._jsonl.flush()
+    for name, value in metrics.items():
+      self._writer.add_scalar(f'{split}/{name}', float(value), int(step))
+    self._writer.flush()
+
+  def close(self) -> None:
+    if self._jsonl is not None:
+      self._jsonl.close()
+      self._writer.close()
+      self._jsonl = self._writer = None
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
+def read_metrics(workdir, split: Optional[str] = None) -> list[dict]:
+  """The entries of `workdir/metrics.jsonl` (optionally of one split), in logging order."""
+  with open(os.path.join(os.fspath(workdir), METRICS_FILENAME), encoding='utf-8') as f:
+    entries = [json.loads(line) for line in f if line.strip()]
+  return [e for e in entries if split is None or e['split'] == split]
+
+
+def progress_bar(total: int, *, initial: int = 0, desc: Optional[str] = None,
+                 enabled: bool = True) -> tqdm.tqdm:
+  """A tqdm bar over steps; `enabled=False` (non-primary processes) shows nothing."""
+  return tqdm.tqdm(total=total, initial=initial, desc=desc, disable=not enabled,
+                   dynamic_ncols=True)
+
+
+def show_metrics(bar: tqdm.tqdm, metrics: Mapping[str, Any]) -> None:
+  """Shows `metrics` (e.g. loss, SROCC) after the bar, 4 significant digits each."""
+  bar.set_postfix({name: f'{float(value):.4g}' for name, value in metrics.items()},
+                  refresh=False)
+
+
+def write_report(workdir, report: Mapping[str, Any]) -> str:
+  """Writes `report` as `workdir/report.json` atomically; returns the path.
+
+  numpy/jax scalars and arrays are converted to numbers and lists; non-finite floats to null.
+  """
+  def convert(value):
+    if isinstance(value, Mapping):
+      return {str(k): convert(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+      return [convert(v) for v in value]
+    if hasattr(value, 'tolist') and not isinstance(value, (str, bytes)):
+      return convert(np.asarray(value).tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+      return None
+    return value
+
+  path = os.path.join(os.fspath(workdir), REPORT_FILENAME)
+  _atomic_write_text(path, json.dumps(convert(report), indent=2, sort_keys=True) + '\n')
+  return path
+
+
+def plot_scatter(path, pred, mos, logistic_params: Optional[Sequence[float]] = None, *,
+                 title: Optional[str] = None) -> None:
+  """Saves a PNG of predicted quality (x) against MOS (y), with the fitted logistic curve.
+
+  `logistic_params` are `metrics.fit_logistic`'s `(b1, b2, b3, b4)`; omitted, they are fitted
+  here. Non-finite pairs are left out of the plot.
+  """
+  pred, mos = np.asarray(pred, np.float64), np.asarray(mos, np.float64)
+  keep = np.isfinite(pred) & np.isfinite(mos)
+  pred, mos = pred[keep], mos[keep]
+  if logistic_params is None:
+    logistic_params = metrics_lib.fit_logistic(pred, mos)
+  fig = Figure(figsize=(5, 4.5), dpi=100)
+  ax = fig.add_subplot()
+  ax.scatter(pred, mos, s=8, alpha=0.6, label='images')
+  grid = np.linspace(pred.min(), pred.max(), 200)
+  ax.plot(grid, metrics_lib.logistic4(grid, *logistic_params), color='C3', label='logistic fit')
+  ax.set_xlabel('predicted quality')
+  ax.set_ylabel('MOS')
+  ax.set_title(title or f'n = {pred.size}')
+  ax.legend(loc='best')
+  fig.tight_layout()
+  fig.savefig(os.fspath(path), format='png')
+
+
+def plot_curves(path, x: Sequence[float], curves: Mapping[str, Sequence[float]],
+                xlabel: str, ylabel: str, *, title: Optional[str] = None) -> None:
+  """Saves a PNG of one line per `curves` entry against `x` (e.g. SROCC vs adaptation steps)."""
+  fig = Figure(figsize=(5.5, 4), dpi=100)
+  ax = fig.add_subplot()
+  for label, y in curves.items():
+    if len(y) != len(x):
+      raise ValueError(f'curve {label!r} has {len(y)} values for {len(x)} x positions')
+    ax.plot(x, y, marker='o', label=label)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  if title:
+    ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend(loc='best')
+  fig.tight_layout()
+  fig.savefig(os.fspath(path), format='png')
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], *,
+                   float_format: str = '.3f') -> str:
+  """A GitHub-markdown table of `rows` (dicts) restricted to `columns`, floats formatted.
+
+  A value missing from a row is shown as an empty cell.
+  """
+  def cell(value):
+    if isinstance(value, (float, np.floating)):
+      return format(float(value), float_format)
+    return '' if value is None else str(value)
+
+  lines = ['| ' + ' | '.join(columns) + ' |', '|' + '|'.join('---' for _ in columns) + '|']
+  lines += ['| ' + ' | '.join(cell(row.get(c)) for c in columns) + ' |' for row in rows]
+  return '\n'.join(lines) + '\n'

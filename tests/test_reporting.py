@@ -1,0 +1,84 @@
+"""metaiqa_jax.train.reporting: jsonl + TensorBoard logs, resume truncation, report, plots."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from metaiqa_jax import metrics
+from metaiqa_jax.train import reporting
+
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
+def event_files(workdir):
+  directory = os.path.join(workdir, 'tensorboard')
+  return [os.path.join(directory, f) for f in os.listdir(directory) if 'tfevents' in f]
+
+
+def test_log_writes_jsonl_and_event_file(tmp_path):
+  with reporting.RunLogger(tmp_path) as run:
+    run.log(1, 'train', {'loss': np.float32(0.25), 'lr': 1e-3})
+    run.log(1, 'val', {'srocc': 0.5, 'plcc': float('nan')})
+    # Flushed while the logger is still open: a killed run keeps what it logged.
+    lines = (tmp_path / 'metrics.jsonl').read_text().splitlines()
+    assert [json.loads(line)['split'] for line in lines] == ['train', 'val']
+  entries = reporting.read_metrics(tmp_path)
+  assert entries[0]['step'] == 1 and entries[0]['metrics'] == {'loss': 0.25, 'lr': 1e-3}
+  assert entries[1]['metrics'] == {'srocc': 0.5, 'plcc': None}
+  assert reporting.read_metrics(tmp_path, 'val') == [entries[1]]
+  files = event_files(tmp_path)
+  assert files and sum(os.path.getsize(f) for f in files) > 100
+
+
+def test_resume_drops_later_steps_and_partial_line(tmp_path):
+  with reporting.RunLogger(tmp_path) as run:
+    for step in range(1, 6):
+      run.log(step, 'train', {'loss': 1.0 / step})
+  with open(tmp_path / 'metrics.jsonl', 'a') as f:
+    f.write('{"step": 6, "split": "tr')  # A kill in the middle of a line.
+  with reporting.RunLogger(tmp_path, resume_step=3) as run:
+    run.log(4, 'train', {'loss': 0.2})
+  assert [e['step'] for e in reporting.read_metrics(tmp_path)] == [1, 2, 3, 4]
+  with reporting.RunLogger(tmp_path) as run:
+    run.truncate_after(2)
+    run.log(3, 'train', {'loss': 0.3})
+  assert [e['step'] for e in reporting.read_metrics(tmp_path)] == [1, 2, 3]
+
+
+def test_non_primary_writes_nothing(tmp_path):
+  with reporting.RunLogger(tmp_path, is_primary=False) as run:
+    run.log(1, 'train', {'loss': 1.0})
+  assert os.listdir(tmp_path) == []
+
+
+def test_report_roundtrip_is_atomic_json(tmp_path):
+  report = {'srocc': np.float64(0.81), 'values': np.array([0.8, 0.82]), 'nan': float('nan'),
+            'nested': {'n': np.int64(3), 'name': 'koniq'}}
+  path = reporting.write_report(tmp_path, report)
+  with open(path) as f:
+    assert json.load(f) == {'srocc': 0.81, 'values': [0.8, 0.82], 'nan': None,
+                            'nested': {'n': 3, 'name': 'koniq'}}
+  assert os.listdir(tmp_path) == ['report.json']  # No temporary file left behind.
+
+
+def test_plots_are_png(tmp_path):
+  rng = np.random.default_rng(0)
+  pred = rng.uniform(0, 1, 50)
+  mos = metrics.logistic4(pred, 5, 1, 0.5, 0.1) + rng.normal(0, 0.1, 50)
+  reporting.plot_scatter(tmp_path / 'scatter.png', pred, mos, metrics.fit_logistic(pred, mos))
+  reporting.plot_curves(tmp_path / 'curves.png', [0, 1, 5], {'zero-shot': [0.3, 0.5, 0.6],
+                                                             'tuned': [0.4, 0.6, 0.7]},
+                        'adaptation steps', 'SROCC')
+  for name in ('scatter.png', 'curves.png'):
+    data = (tmp_path / name).read_bytes()
+    assert data[:8] == PNG_SIGNATURE and len(data) > 2000
+  with pytest.raises(ValueError, match="curve 'bad' has 2 values for 3 x positions"):
+    reporting.plot_curves(tmp_path / 'bad.png', [0, 1, 2], {'bad': [1, 2]}, 'x', 'y')
+
+
+def test_markdown_table():
+  table = reporting.markdown_table([{'split': 0, 'srocc': 0.81234}, {'split': 1}],
+                                   ['split', 'srocc'])
+  assert table == '| split | srocc |\n|---|---|\n| 0 | 0.812 |\n| 1 |  |\n'
