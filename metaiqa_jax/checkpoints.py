@@ -27,6 +27,7 @@ that is complete on disk but unreadable (a truncated file, missing metadata) is 
 resumed run can write that step again.
 """
 
+import json
 import logging
 import os
 import shutil
@@ -172,6 +173,7 @@ class Checkpointer:
     if isinstance(model_config, ModelConfig):
       model_config = model_config.to_dict()
     self.model_config = dict(model_config) if model_config is not None else None
+    self._set_aside_unreadable_metrics()
     metric_fn = lambda metrics: _metric_value(metrics, best_metric)
     policies = [ocp.checkpoint_managers.LatestN(keep_latest)]
     if keep_best:
@@ -255,17 +257,30 @@ class Checkpointer:
       return step, restored.state, meta
     return None
 
+  def _set_aside_unreadable_metrics(self) -> None:
+    """Moves away steps whose metrics JSON is unparsable: orbax would fail to open the dir."""
+    for step_dir in self.directory.iterdir() if self.directory.is_dir() else ():
+      metrics_file = step_dir / 'metrics' / 'metrics'
+      if step_dir.name.isdigit() and metrics_file.exists():
+        try:
+          json.loads(metrics_file.read_text())
+        except (OSError, ValueError) as e:
+          self._move_aside(int(step_dir.name), e)
+
   def _quarantine(self, step: int, error: Exception) -> None:
+    self._move_aside(step, error)
+    self._manager.reload()
+
+  def _move_aside(self, step: int, error: Exception) -> None:
     step_dir = self.directory / str(step)
-    target = self.workdir / CORRUPT_DIRNAME / f'{step}-{time.strftime("%Y%m%d-%H%M%S")}'
+    target = self.workdir / CORRUPT_DIRNAME / f'{step}-{time.time_ns()}'
     logger.warning('checkpoint %s is unreadable (%s: %s); falling back to the previous step '
                    'and moving it to %s', step_dir, type(error).__name__,
                    str(error).splitlines()[0][:300] if str(error) else '', target)
     if jax.process_index() == 0:
       target.parent.mkdir(parents=True, exist_ok=True)
       shutil.move(os.fspath(step_dir), os.fspath(target))
-    ocp.multihost.sync_global_processes(f'metaiqa_quarantine_{step}')
-    self._manager.reload()
+    ocp.multihost.sync_global_processes(f'metaiqa_move_aside_{step}')
 
   def wait_until_finished(self) -> None:
     """Blocks until pending asynchronous saves are on disk."""
@@ -282,16 +297,21 @@ class Checkpointer:
     self.close()
 
 
+def _read_metrics(step_dir: epath.Path) -> Optional[dict]:
+  """The step's metrics as orbax stored them, or None if absent or unreadable."""
+  try:
+    return json.loads((step_dir / 'metrics' / 'metrics').read_text())
+  except (OSError, ValueError):
+    return None
+
+
 def _candidate_steps(checkpoint_dir: epath.Path, best_metric: str) -> list[int]:
-  """Steps of `checkpoint_dir`, best (by `best_metric`) first, then newest first."""
-  manager = ocp.CheckpointManager(checkpoint_dir,
-                                  options=ocp.CheckpointManagerOptions(
-                                      read_only=True, create=False, save_interval_steps=0))
-  steps = sorted(manager.all_steps(), reverse=True)
-  scored = sorted(((_metric_value(manager.metrics(s), best_metric), s) for s in steps),
-                  reverse=True)
+  """Committed steps of `checkpoint_dir` (orbax's tmp dirs excluded), best first, then newest."""
+  steps = sorted((int(d.name) for d in checkpoint_dir.iterdir() if d.name.isdigit()),
+                 reverse=True)
+  scored = sorted(((_metric_value(_read_metrics(checkpoint_dir / str(s)), best_metric), s)
+                   for s in steps), reverse=True)
   best = [s for value, s in scored if value > float('-inf')]
-  manager.close()
   return best + [s for s in steps if s not in best]
 
 

@@ -119,6 +119,19 @@ def test_missing_metadata_falls_back(tmp_path, small_variables):
     assert ckpt.restore_latest(state)[0] == 1
 
 
+def test_truncated_metrics_file_falls_back(tmp_path, tiny_variables):
+  older = jax.tree.map(lambda x: x - 1.0, tiny_variables)
+  with checkpoints.Checkpointer(tmp_path, model_config=TINY, async_save=False) as ckpt:
+    ckpt.save(1, make_state(older), metrics={'val_srocc': 0.2})
+    ckpt.save(2, make_state(tiny_variables), metrics={'val_srocc': 0.1})
+  (tmp_path / 'checkpoints' / '2' / 'metrics' / 'metrics').write_text('{"val_sr')
+  # Step 1 is the only one with a readable metric, so it counts as the best.
+  assert_trees_equal(checkpoints.restore_variables(tmp_path)[1], older)
+  with checkpoints.Checkpointer(tmp_path) as ckpt:  # orbax alone fails to open this directory.
+    assert ckpt.all_steps() == [1]
+    assert ckpt.restore_latest(make_state(older))[0] == 1
+
+
 def test_leftover_tmp_dir_is_ignored(tmp_path, small_variables):
   state = make_state(small_variables)
   with checkpoints.Checkpointer(tmp_path, async_save=False) as ckpt:
