@@ -1,0 +1,146 @@
+"""`metaiqa-score`: predict image quality for files, directories and globs; write a CSV.
+
+  metaiqa-score --weights FILE_OR_CHECKPOINT_DIR [--output scores.csv] PATH...
+
+PATH may be an image file, a directory (searched recursively for `metaiqa_jax.io.IMAGE_EXTENSIONS`)
+or a glob (`'photos/**/*.jpg'`). The CSV has a header and one `path,score` row per readable image,
+score in (0, 1), higher is better. Unreadable files and paths that match nothing are named on
+stderr and skipped; the exit status is then 1 (2 for a usage or weights error).
+
+`--weights` is a PyTorch file (torchvision ResNet, the authors' MetaIQA `.pt`, pyiqa MetaIQA
+`.pth`; read safely, see `metaiqa_jax.weights`) or a training run's checkpoint directory. Without
+it the model is randomly initialised (`--arch`, `--width`, `--seed`) and the scores are
+meaningless; a warning says so.
+"""
+
+import csv
+import glob
+import os
+import sys
+
+from absl import app, flags
+import jax
+
+from metaiqa_jax.io import IMAGE_EXTENSIONS, ImageReadError
+from metaiqa_jax.models import create_model, infer_model_config, init_variables
+from metaiqa_jax.preprocess import READ_MAX_SIDE
+from metaiqa_jax.scoring import score
+from metaiqa_jax.weights import load_torch_weights
+
+_WEIGHTS = flags.DEFINE_string(
+    'weights', None, 'PyTorch .pt/.pth file or checkpoint directory. Unset: untrained weights.')
+_OUTPUT = flags.DEFINE_string('output', None, 'CSV file to write; unset: stdout.')
+_ARCH = flags.DEFINE_enum('arch', None, ['resnet18', 'resnet34', 'resnet50'],
+                          'Backbone. PyTorch files: checked against the file (default: read '
+                          'from it). Random initialisation: default resnet18.')
+_WIDTH = flags.DEFINE_float('width', 1.0, 'Channel multiplier for a random initialisation.')
+_SEED = flags.DEFINE_integer('seed', 0, 'PRNG seed for a random initialisation.')
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Images per device call.', lower_bound=1)
+_IMAGE_SIZE = flags.DEFINE_integer('image_size', 224, 'Model input side, pixels.', lower_bound=1)
+_N_CROPS = flags.DEFINE_integer('n_crops', 1, '1: whole image; 2..10: mean over fixed crops.',
+                                lower_bound=1, upper_bound=10)
+_MAX_SIDE = flags.DEFINE_integer('max_side', READ_MAX_SIDE,
+                                 'Shrink larger files to this longer side while decoding.')
+
+_PROGRESS_MIN_IMAGES = 64
+
+
+def _report(message: str):
+  print(f'metaiqa-score: {message}', file=sys.stderr, flush=True)
+
+
+def expand_paths(patterns) -> tuple[list[str], list[str]]:
+  """Files, directories (recursive, image extensions only) and globs -> (files, unmatched).
+
+  Files named explicitly are kept whatever their extension; order is that of the arguments,
+  then sorted within each directory or glob; duplicates are dropped.
+  """
+  def images_under(directory):
+    found = []
+    for root, dirs, files in os.walk(directory):
+      dirs.sort()
+      found += [os.path.join(root, f) for f in sorted(files)
+                if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
+    return found
+
+  files, unmatched = [], []
+  for pattern in patterns:
+    if os.path.isdir(pattern):
+      files += images_under(pattern)
+    elif os.path.exists(pattern):
+      files.append(pattern)
+    elif glob.has_magic(pattern) and glob.glob(pattern, recursive=True):
+      for match in sorted(glob.glob(pattern, recursive=True)):
+        files += images_under(match) if os.path.isdir(match) else [match]
+    else:
+      unmatched.append(pattern)
+  return list(dict.fromkeys(files)), unmatched
+
+
+def _load_variables():
+  """(variables, description) from --weights, or a random initialisation."""
+  weights = _WEIGHTS.value
+  if weights is None:
+    arch = _ARCH.value or 'resnet18'
+    model = create_model(arch, _WIDTH.value)
+    _report('WARNING: no --weights given: the model is RANDOMLY INITIALISED (untrained) '
+            f'{arch} width {_WIDTH.value}, seed {_SEED.value}. The scores carry no information '
+            'about quality.')
+    return init_variables(model, jax.random.PRNGKey(_SEED.value)), 'untrained'
+  if os.path.isdir(weights):
+    from metaiqa_jax import checkpoints  # pylint: disable=import-outside-toplevel
+    config, variables = checkpoints.restore_variables(weights)
+    if _ARCH.value is not None and _ARCH.value != config.arch:
+      raise ValueError(f'--arch {_ARCH.value} but the checkpoint holds a {config.arch}')
+    return variables, weights
+  return load_torch_weights(weights, arch=_ARCH.value), weights
+
+
+def main(argv) -> int:
+  patterns = argv[1:]
+  if not patterns:
+    raise app.UsageError('give at least one image file, directory or glob')
+  paths, unmatched = expand_paths(patterns)
+  for pattern in unmatched:
+    _report(f'skipped {pattern}: no such file, directory or glob match')
+  try:
+    variables, source = _load_variables()
+  except (ValueError, OSError) as e:
+    _report(f'error: cannot load weights: {e}')
+    return 2
+  config = infer_model_config(variables)
+  _report(f'scoring {len(paths)} images with {config.arch} width {config.width:g} ({source})')
+
+  skipped = list(unmatched)
+
+  def on_error(error: ImageReadError):
+    skipped.append(error.path)
+    _report(f'skipped {error}')
+
+  scores = score(variables, paths, batch_size=_BATCH_SIZE.value, image_size=_IMAGE_SIZE.value,
+                 n_crops=_N_CROPS.value, max_side=_MAX_SIDE.value, on_error=on_error,
+                 progress=len(paths) >= _PROGRESS_MIN_IMAGES)
+  out = open(_OUTPUT.value, 'w', newline='') if _OUTPUT.value else sys.stdout
+  try:
+    writer = csv.writer(out)
+    writer.writerow(['path', 'score'])
+    unreadable = set(skipped)
+    for path, value in zip(paths, scores):
+      if path not in unreadable:
+        writer.writerow([path, f'{value:.6f}'])
+  finally:
+    if out is not sys.stdout:
+      out.close()
+  if skipped:
+    _report(f'{len(skipped)} of {len(paths) + len(unmatched)} inputs skipped (see above)')
+    return 1
+  return 0
+
+
+def run():
+  """Console-script entry point (`metaiqa-score`)."""
+  app.run(main)
+
+
+if __name__ == '__main__':
+  run()
