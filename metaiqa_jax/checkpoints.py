@@ -155,7 +155,7 @@ class Checkpointer:
     model_config: the `ModelConfig` (or its dict) stored with every step, so `restore_variables`
       can rebuild the model.
     keep_latest: number of newest steps kept.
-    keep_best: number of best steps kept by `best_metric` (0 keeps none for their metric).
+    keep_best: number of best steps kept by `best_metric` (0: keep by recency only).
     best_metric: key of `metrics` ranking checkpoints, higher is better.
     async_save: write in a background thread (call `wait_until_finished` before reading).
   """
