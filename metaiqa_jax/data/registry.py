@@ -1,0 +1,47 @@
+"""`make_source(name, root, **kwargs)`: a dataset source by name."""
+
+import os
+
+from metaiqa_jax.data.csv_dataset import CSVDataset
+from metaiqa_jax.data.kadid10k import KADID10k
+from metaiqa_jax.data.koniq10k import KonIQ10k
+from metaiqa_jax.data.livec import LIVEChallenge
+from metaiqa_jax.data.synthetic import SyntheticBank
+from metaiqa_jax.data.tid2013 import TID2013
+
+SOURCE_NAMES = ('kadid10k', 'tid2013', 'livec', 'koniq10k', 'cid2013', 'csv', 'synthetic')
+CID2013_CSV = 'cid2013.csv'
+
+
+def _cid2013(root, csv_path=None, **kwargs):
+  """CID2013 via a `name,mos[,std]` CSV (default <root>/cid2013.csv), MOS 0..100 -> mos/100."""
+  csv_path = csv_path or os.path.join(root, CID2013_CSV)
+  kwargs.setdefault('mos_range', (0.0, 100.0))
+  return CSVDataset(csv_path, root, dataset='CID2013', **kwargs)
+
+
+def _csv(root, csv_path=None, **kwargs):
+  if csv_path is None:
+    raise ValueError("make_source('csv') needs csv_path=... (a name,mos[,std] file); root is "
+                     'the image folder')
+  return CSVDataset(csv_path, root, **kwargs)
+
+
+def make_source(name: str, root=None, **kwargs):
+  """Builds the source `name` (one of SOURCE_NAMES) reading the native layout under `root`.
+
+  kwargs go to the class: e.g. resolution= for koniq10k, csv_path=/mos_range= for csv and
+  cid2013, pristine=/types=/levels=/max_side=/seed= for synthetic (root, if given, is the
+  pristine folder).
+  """
+  if name == 'synthetic':
+    if root is not None:
+      kwargs.setdefault('pristine', root)
+    return SyntheticBank(**kwargs)
+  builders = {'kadid10k': KADID10k, 'tid2013': TID2013, 'livec': LIVEChallenge,
+              'koniq10k': KonIQ10k, 'cid2013': _cid2013, 'csv': _csv}
+  if name not in builders:
+    raise ValueError(f'unknown source {name!r}; valid names: {", ".join(SOURCE_NAMES)}')
+  if root is None:
+    raise ValueError(f'make_source({name!r}) needs root= (the dataset folder)')
+  return builders[name](root, **kwargs)

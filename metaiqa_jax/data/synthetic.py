@@ -1,0 +1,102 @@
+"""A synthetic KADID-style bank: pristine photos x the 25 KADID distortions x 5 levels, in memory.
+
+Every record is `distort(photo, dist_type, level)` labelled with the KADID-10k human mean DMOS
+for that (type, level) (`kadid_label`), so mos is on KADID's 1..5 scale and mos_norm is KADID's
+normalisation (dmos - 0.5) / 5. ref_id is the photo's index, so support/query and train/test
+splits can keep reference content apart.
+"""
+
+from typing import Dict, Iterable, Optional
+
+import numpy as np
+import tqdm
+
+from metaiqa_jax.data.base import normalize_index
+from metaiqa_jax.data.distortions import distort
+from metaiqa_jax.data.labels import check_type_level, kadid_label, normalize_kadid
+from metaiqa_jax.data.pristine import PristineSpec, load_pristine
+
+DEFAULT_MAX_SIDE = 512  # KADID-10k images are 512x384
+
+
+class SyntheticBank:
+  """Random-access source of distorted pristine images (see the module docstring).
+
+  Records are ordered photo-major, then type, then level. Each image is a deterministic function
+  of (photo, type, level, seed): the random draws of `distort` are seeded from (seed, photo
+  index, type), shared by the five levels.
+
+  Args:
+    pristine: None (bundled photos, see `pristine.py`), a folder of images, or a list of
+      (H, W, 3) uint8 arrays.
+    types: KADID distortion types (1..25) to include.
+    levels: levels (1..5) to include.
+    max_side: pristine photos are shrunk so their longer side is at most this (px).
+    seed: base seed of the distortions.
+    lazy: False generates every image now (tqdm progress bar); True generates each on first
+      access and caches it.
+    progress: show the progress bar when generating eagerly.
+  """
+
+  def __init__(self, pristine: PristineSpec = None, types: Iterable[int] = range(1, 26),
+               levels: Iterable[int] = range(1, 6), max_side: Optional[int] = DEFAULT_MAX_SIDE,
+               seed: int = 0, lazy: bool = False, progress: bool = True):
+    self.types, self.levels, self.seed = tuple(types), tuple(levels), int(seed)
+    if not self.types or not self.levels:
+      raise ValueError('SyntheticBank needs at least one type and one level')
+    for t in self.types:
+      for l in self.levels:
+        check_type_level(t, l)
+    self._photos = load_pristine(pristine, max_side)
+    grid = np.array([(r, t, l) for r in range(len(self._photos)) for t in self.types
+                     for l in self.levels], np.int64)
+    self._grid = grid
+    mos = np.array([kadid_label(int(t), int(l)) for _, t, l in grid])
+    self._meta = {
+        'mos': mos,
+        'mos_norm': normalize_kadid(mos),
+        'dist_type': grid[:, 1].copy(),
+        'dist_level': grid[:, 2].copy(),
+        'ref_id': grid[:, 0].copy(),
+        'name': np.array([f'{self._photos[r][0]}_{t:02d}_{l}' for r, t, l in grid]),
+    }
+    for value in self._meta.values():
+      value.setflags(write=False)
+    self._cache: Dict[int, np.ndarray] = {}
+    if not lazy:
+      for i in tqdm.trange(len(self), desc='synthetic bank', unit='img', disable=not progress):
+        self._image(i)
+
+  def __len__(self) -> int:
+    return len(self._grid)
+
+  def metadata(self) -> Dict[str, np.ndarray]:
+    """Labels of every record as read-only numpy arrays (no image is generated)."""
+    return dict(self._meta)
+
+  def pristine(self, ref_id: int) -> np.ndarray:
+    """The undistorted (H, W, 3) uint8 photo with this ref_id."""
+    return self._photos[ref_id][1]
+
+  def item_seed(self, index: int) -> int:
+    """Seed passed to `distort` for record `index`."""
+    r, t, _ = self._grid[index]
+    return int(np.random.SeedSequence([self.seed, int(r), int(t)]).generate_state(1)[0])
+
+  def _image(self, i: int) -> np.ndarray:
+    if i not in self._cache:
+      r, t, l = (int(v) for v in self._grid[i])
+      image = distort(self._photos[r][1], t, l, seed=self.item_seed(i))
+      image.setflags(write=False)
+      self._cache[i] = image
+    return self._cache[i]
+
+  def __getitem__(self, index) -> Dict:
+    i = normalize_index(index, len(self))
+    record = {k: v[i].item() if k != 'name' else str(v[i]) for k, v in self._meta.items()}
+    record['image'] = self._image(i)
+    return record
+
+  def __repr__(self) -> str:
+    return (f'SyntheticBank({len(self._photos)} photos x {len(self.types)} types x '
+            f'{len(self.levels)} levels)')
