@@ -139,6 +139,9 @@ def main(argv) -> int:
 
 def run():
   """Console-script entry point (`metaiqa-score`)."""
+  # `--help` lists the main script's key flags; make this module's flags the script's.
+  for flag in flags.FLAGS.get_key_flags_for_module(__name__):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
   app.run(main)
 
 
