@@ -1,0 +1,114 @@
+"""grain input pipelines: fixed-shape numpy batches of (image, mos_norm, index) from any source.
+
+`make_loader` is the training/fine-tuning loader (shuffle, decode, transform, batch, optional
+worker processes); `make_eval_loader` visits every index exactly once in order, padding the last
+batch and marking real entries with `mask`.
+"""
+
+from typing import Dict, Iterator, Optional, Sequence
+
+from absl import flags
+import grain
+import numpy as np
+
+from metaiqa_jax import preprocess
+
+
+class _Subset:
+  """Records `indices` of `source`, each tagged with its source index (grain data source)."""
+
+  def __init__(self, source, indices: Sequence[int]):
+    self.source = source
+    self.indices = np.asarray(indices, np.int64)
+    if self.indices.ndim != 1 or len(self.indices) == 0:
+      raise ValueError(f'indices must be a non-empty 1-D sequence, got shape '
+                       f'{self.indices.shape}')
+    bad = (self.indices < 0) | (self.indices >= len(source))
+    if bad.any():
+      raise IndexError(f'indices {self.indices[bad][:5].tolist()} out of range for a source of '
+                       f'{len(source)} records')
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, i: int) -> Dict:
+    index = int(self.indices[i])
+    record = self.source[index]
+    return {'image': record['image'], 'mos_norm': record['mos_norm'], 'index': index}
+
+
+def _finish(record: Dict, image: np.ndarray) -> Dict[str, np.ndarray]:
+  return {'image': image, 'mos_norm': np.float32(record['mos_norm']),
+          'index': np.int64(record['index'])}
+
+
+def _iterate(ds: 'grain.MapDataset', worker_count: int) -> Iterator:
+  it_ds = ds.to_iter_dataset()
+  if worker_count > 0:
+    # grain <= 0.2.18 reads an absl flag when starting workers once JAX is imported, which
+    # fails outside absl.app before flags are parsed (google/grain#1355, fixed after 0.2.18).
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
+    it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+  return iter(it_ds)
+
+
+def make_loader(source, indices: Sequence[int], *, batch_size: int, image_size: int,
+                train: bool, seed: int, num_epochs: Optional[int] = None,
+                worker_count: int = 0, shuffle: bool = True,
+                drop_remainder: Optional[bool] = None,
+                resize_to: Optional[int] = None) -> Iterator[Dict[str, np.ndarray]]:
+  """Iterator of batches {'image': (B, S, S, 3) float32, 'mos_norm': (B,) float32,
+  'index': (B,) int64 source indices}.
+
+  Args:
+    source: random-access source; indices: which of its records to use.
+    batch_size: B.
+    image_size: S, px.
+    train: True: random flip + crop after resizing to `resize_to` (default
+      round(S * 256 / 224)); False: the whole image resized to S x S.
+    seed: seeds the shuffle (reshuffled every epoch) and the random crops; the order and the
+      crops are a deterministic function of (seed, position in the stream).
+    num_epochs: passes over `indices`; None repeats forever.
+    worker_count: grain worker processes (0: load in this process).
+    shuffle: shuffle the order.
+    drop_remainder: drop an incomplete last batch (default: `train`, keeping shapes fixed).
+  """
+  drop_remainder = train if drop_remainder is None else drop_remainder
+  resize_to = resize_to or round(image_size * 256 / 224)
+  ds = grain.MapDataset.source(_Subset(source, indices))
+  if shuffle:
+    ds = ds.shuffle(seed=seed)
+  if num_epochs != 1:
+    ds = ds.repeat(num_epochs)
+  if train:
+    ds = ds.random_map(
+        lambda r, rng: _finish(r, preprocess.train_transform(r['image'], rng, resize_to,
+                                                             image_size)), seed=seed)
+  else:
+    ds = ds.map(lambda r: _finish(r, preprocess.eval_transform(r['image'], image_size)))
+  ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+  return _iterate(ds, worker_count)
+
+
+def make_eval_loader(source, indices: Sequence[int], *, batch_size: int, image_size: int,
+                     worker_count: int = 0) -> Iterator[Dict[str, np.ndarray]]:
+  """Every index once, in the given order, in fixed-shape batches.
+
+  Yields dicts {'image': (B, S, S, 3) float32 (whole image resized to S x S), 'mos_norm': (B,),
+  'index': (B,) int64, 'mask': (B,) bool}; the last batch is padded by repeating the last
+  index, with mask False on the padding.
+  """
+  subset = _Subset(source, indices)
+  n = len(subset)
+  n_padded = -(-n // batch_size) * batch_size
+  mask = np.arange(n_padded) < n
+
+  def load(position: int) -> Dict[str, np.ndarray]:
+    record = subset[position] if position < n else subset[n - 1]
+    out = _finish(record, preprocess.eval_transform(record['image'], image_size))
+    out['mask'] = mask[position]
+    return out
+
+  ds = grain.MapDataset.range(n_padded).map(load).batch(batch_size)
+  return _iterate(ds, worker_count)

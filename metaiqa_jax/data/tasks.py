@@ -1,0 +1,123 @@
+"""Per-distortion-type meta-learning tasks with reference-disjoint support and query sets.
+
+`TaskSampler(source, ...).sample(step)` draws a meta-batch of `tasks_per_batch` tasks. Each task
+is one distortion type; its support and query images come from disjoint sets of reference
+contents (`ref_id`), so the query set measures adaptation to the distortion, not memorisation of
+the scene. Which types form the batch is drawn per step (without replacement while there are
+enough types). Everything is a deterministic function of (seed, step), so a resumed run
+reproduces its data order from the step number alone.
+"""
+
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from metaiqa_jax import preprocess
+
+
+def _reference_groups(ref_id: np.ndarray) -> np.ndarray:
+  """ref_id with unknown references (-1) replaced by a unique negative id per image."""
+  unknown = ref_id < 0
+  out = ref_id.copy()
+  out[unknown] = -2 - np.flatnonzero(unknown)
+  return out
+
+
+class TaskSampler:
+  """Draws `{'support': (x, y), 'query': (x, y)}` meta-batches from a source with dist_type.
+
+  Args:
+    source: random-access source (see `metaiqa_jax.data.base`) whose records have dist_type.
+    types: distortion types to draw tasks from (default: every type >= 0 in the source).
+    support_size, query_size: images per task in the support and query set.
+    tasks_per_batch: tasks per meta-batch (leading axis).
+    image_size: side of the model input, px.
+    resize_to: train-time resize before the random crop (default round(image_size * 256 / 224),
+      the authors' 256 -> 224 ratio). Unused when train=False.
+    seed: base seed.
+    train: True: random flip + crop (`preprocess.train_transform`); False: the whole image
+      resized (`preprocess.eval_transform`).
+
+  Images are sampled without replacement within a set while its references hold enough images,
+  with replacement otherwise.
+  """
+
+  def __init__(self, source, *, types: Optional[Sequence[int]] = None, support_size: int,
+               query_size: int, tasks_per_batch: int, image_size: int,
+               resize_to: Optional[int] = None, seed: int = 0, train: bool = True):
+    for name, value in (('support_size', support_size), ('query_size', query_size),
+                        ('tasks_per_batch', tasks_per_batch), ('image_size', image_size)):
+      if int(value) < 1:
+        raise ValueError(f'{name} must be >= 1, got {value}')
+    self.source = source
+    self.support_size, self.query_size = int(support_size), int(query_size)
+    self.tasks_per_batch, self.image_size = int(tasks_per_batch), int(image_size)
+    self.resize_to = int(resize_to) if resize_to else round(self.image_size * 256 / 224)
+    self.seed, self.train = int(seed), bool(train)
+    meta = source.metadata()
+    dist_type = np.asarray(meta['dist_type'])
+    self._mos_norm = np.asarray(meta['mos_norm'], np.float32)
+    groups = _reference_groups(np.asarray(meta['ref_id']))
+    available = sorted(int(t) for t in np.unique(dist_type[dist_type >= 0]))
+    if types is None:
+      types = available
+    types = tuple(sorted(int(t) for t in types))
+    if not types:
+      raise ValueError('the source has no synthetic distortion types (every dist_type is -1); '
+                       'tasks need a source such as KADID-10k, TID2013 or SyntheticBank')
+    absent = [t for t in types if t not in available]
+    if absent:
+      raise ValueError(f'distortion types {absent} have no images in the source (it has '
+                       f'{available})')
+    self.types = types
+    # Per type: (unique reference ids, list of index arrays, one per reference).
+    self._by_type = {}
+    for t in types:
+      idx = np.flatnonzero(dist_type == t)
+      refs, inverse = np.unique(groups[idx], return_inverse=True)
+      if len(refs) < 2:
+        raise ValueError(f'distortion type {t} has images of only {len(refs)} reference '
+                         'content(s); support and query need at least 2 disjoint references')
+      self._by_type[t] = [idx[inverse == k] for k in range(len(refs))]
+
+  def _draw_set(self, rng: np.random.Generator, per_ref: Sequence[np.ndarray],
+                size: int) -> np.ndarray:
+    pool = np.concatenate(per_ref)
+    return rng.choice(pool, size, replace=size > len(pool))
+
+  def plan(self, step: int) -> Dict[str, np.ndarray]:
+    """Which records form meta-batch `step`: dict of int64 arrays
+    types (tasks,), support (tasks, support_size), query (tasks, query_size) source indices."""
+    rng = np.random.default_rng([self.seed, int(step), 0])
+    types = rng.choice(np.array(self.types), self.tasks_per_batch,
+                       replace=self.tasks_per_batch > len(self.types))
+    support, query = [], []
+    frac = self.support_size / (self.support_size + self.query_size)
+    for t in types:
+      per_ref = self._by_type[int(t)]
+      order = rng.permutation(len(per_ref))
+      n_support_refs = int(np.clip(round(len(per_ref) * frac), 1, len(per_ref) - 1))
+      support.append(self._draw_set(rng, [per_ref[k] for k in order[:n_support_refs]],
+                                    self.support_size))
+      query.append(self._draw_set(rng, [per_ref[k] for k in order[n_support_refs:]],
+                                  self.query_size))
+    return {'types': types.astype(np.int64), 'support': np.stack(support).astype(np.int64),
+            'query': np.stack(query).astype(np.int64)}
+
+  def _images(self, indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    out = np.empty(indices.shape + (self.image_size, self.image_size, 3), np.float32)
+    for pos in np.ndindex(indices.shape):
+      image = self.source[int(indices[pos])]['image']
+      if self.train:
+        out[pos] = preprocess.train_transform(image, rng, self.resize_to, self.image_size)
+      else:
+        out[pos] = preprocess.eval_transform(image, self.image_size)
+    return out
+
+  def sample(self, step: int) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    """Meta-batch `step`: {'support': (x, y), 'query': (x, y)}, numpy float32,
+    x (tasks, n, image_size, image_size, 3) ImageNet-normalised, y (tasks, n) mos_norm."""
+    plan = self.plan(step)
+    rng = np.random.default_rng([self.seed, int(step), 1])
+    return {part: (self._images(plan[part], rng), self._mos_norm[plan[part]])
+            for part in ('support', 'query')}

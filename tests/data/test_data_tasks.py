@@ -1,0 +1,167 @@
+"""TaskSampler, splits and the grain pipeline on a tiny in-memory synthetic bank."""
+
+import numpy as np
+import pytest
+
+from metaiqa_jax.data import SyntheticBank, distort
+from metaiqa_jax.data.pipeline import make_eval_loader, make_loader
+from metaiqa_jax.data.splits import lodo_split, load_splits, make_splits, save_splits
+from metaiqa_jax.data.tasks import TaskSampler
+
+import data_layouts
+
+TYPES = (1, 11, 16)
+IMAGE_SIZE = 16
+
+
+@pytest.fixture(scope='module')
+def bank():
+  """5 photos x 3 types x 5 levels = 75 records, generated eagerly (32x40 px)."""
+  return SyntheticBank(data_layouts.tiny_pristine(5), types=TYPES, max_side=None,
+                       progress=False)
+
+
+@pytest.fixture(scope='module')
+def sampler(bank):
+  return TaskSampler(bank, support_size=4, query_size=3, tasks_per_batch=2,
+                     image_size=IMAGE_SIZE, seed=7)
+
+
+def test_bank_records(bank):
+  meta = bank.metadata()
+  assert len(bank) == 75
+  rec = bank[12]  # photo-major, then type, then level
+  assert (rec['ref_id'], rec['dist_type'], rec['dist_level']) == (0, 16, 3)
+  assert rec['mos'] == pytest.approx(3.6323)  # KADID human mean, Brighten level 3
+  assert rec['mos_norm'] == pytest.approx((3.6323 - 0.5) / 5)
+  np.testing.assert_array_equal(
+      rec['image'], distort(bank.pristine(0), 16, 3, seed=bank.item_seed(12)))
+  assert meta['name'][12] == 'image_000_16_3'
+  lazy = SyntheticBank(data_layouts.tiny_pristine(5), types=TYPES, max_side=None, lazy=True)
+  np.testing.assert_array_equal(lazy[40]['image'], bank[40]['image'])
+
+
+def test_sample_shapes_and_labels(sampler, bank):
+  batch = sampler.sample(0)
+  plan = sampler.plan(0)
+  for part, n in (('support', 4), ('query', 3)):
+    x, y = batch[part]
+    assert x.shape == (2, n, IMAGE_SIZE, IMAGE_SIZE, 3) and x.dtype == np.float32
+    assert y.shape == (2, n) and y.dtype == np.float32
+    np.testing.assert_allclose(y, bank.metadata()['mos_norm'][plan[part]], rtol=1e-6)
+  assert sampler.resize_to == round(IMAGE_SIZE * 256 / 224)
+
+
+def test_tasks_are_one_type_and_reference_disjoint(sampler, bank):
+  meta = bank.metadata()
+  for step in range(20):
+    plan = sampler.plan(step)
+    assert len(set(plan['types'].tolist())) == 2  # 2 of 3 types, drawn without replacement
+    for t, s, q in zip(plan['types'], plan['support'], plan['query']):
+      assert set(meta['dist_type'][s]) == {t} and set(meta['dist_type'][q]) == {t}
+      assert not set(meta['ref_id'][s]) & set(meta['ref_id'][q])
+
+
+def test_reproducible_by_seed_and_step(sampler, bank):
+  again = TaskSampler(bank, support_size=4, query_size=3, tasks_per_batch=2,
+                      image_size=IMAGE_SIZE, seed=7)
+  a, b = sampler.sample(3), again.sample(3)
+  for part in ('support', 'query'):
+    np.testing.assert_array_equal(a[part][0], b[part][0])
+    np.testing.assert_array_equal(a[part][1], b[part][1])
+  c = sampler.sample(4)
+  assert not np.array_equal(a['support'][0], c['support'][0])
+  other_seed = TaskSampler(bank, support_size=4, query_size=3, tasks_per_batch=2,
+                           image_size=IMAGE_SIZE, seed=8)
+  assert not np.array_equal(a['support'][0], other_seed.sample(3)['support'][0])
+
+
+def test_eval_mode_and_type_subset(bank):
+  sampler = TaskSampler(bank, types=[11], support_size=2, query_size=2, tasks_per_batch=3,
+                        image_size=IMAGE_SIZE, train=False)
+  plan = sampler.plan(0)
+  assert (plan['types'] == 11).all()  # more tasks than types: drawn with replacement
+  x, _ = sampler.sample(0)['query']
+  assert x.shape == (3, 2, IMAGE_SIZE, IMAGE_SIZE, 3)
+  with pytest.raises(ValueError, match=r'types \[2\] have no images'):
+    TaskSampler(bank, types=[2], support_size=2, query_size=2, tasks_per_batch=1,
+                image_size=IMAGE_SIZE)
+
+
+def test_sampler_rejects_authentic_sources():
+  class Authentic:
+    def metadata(self):
+      return {'dist_type': np.full(4, -1), 'ref_id': np.full(4, -1), 'mos_norm': np.zeros(4)}
+  with pytest.raises(ValueError, match='no synthetic distortion types'):
+    TaskSampler(Authentic(), support_size=1, query_size=1, tasks_per_batch=1, image_size=8)
+
+
+def test_lodo_split():
+  assert lodo_split(range(1, 6), 3) == ((1, 2, 4, 5), (3,))
+  assert lodo_split([5, 1, 2], [2, 5]) == ((1,), (2, 5))
+  with pytest.raises(ValueError, match='not among'):
+    lodo_split([1, 2], 7)
+
+
+def test_make_splits_by_reference(bank, tmp_path):
+  meta = bank.metadata()
+  splits = make_splits(bank, n_splits=4, test_fraction=0.2, val_fraction=0.2, seed=1)
+  for s in splits:
+    parts = [set(s[p].tolist()) for p in ('train', 'val', 'test')]
+    assert sum(map(len, parts)) == len(bank) and set.union(*parts) == set(range(len(bank)))
+    refs = [set(meta['ref_id'][s[p]]) for p in ('train', 'val', 'test')]
+    assert [len(r) for r in refs] == [3, 1, 1]
+    assert not (refs[0] & refs[1] or refs[0] & refs[2] or refs[1] & refs[2])
+  again = make_splits(meta, n_splits=4, test_fraction=0.2, val_fraction=0.2, seed=1)
+  for s, t in zip(splits, again):
+    for p in s:
+      np.testing.assert_array_equal(s[p], t[p])
+  assert len({tuple(s['test']) for s in splits}) > 1
+  save_splits(tmp_path / 'splits.json', splits)
+  for s, t in zip(splits, load_splits(tmp_path / 'splits.json')):
+    for p in s:
+      np.testing.assert_array_equal(s[p], t[p])
+
+
+def test_make_splits_authentic_by_image():
+  meta = {'ref_id': np.full(50, -1)}
+  s = make_splits(meta, n_splits=1, test_fraction=0.2, val_fraction=0.1)[0]
+  assert (len(s['train']), len(s['val']), len(s['test'])) == (35, 5, 10)
+
+
+def test_make_loader_epoch_and_determinism(bank):
+  indices = np.arange(0, 75, 3)  # 25 records
+  batches = list(make_loader(bank, indices, batch_size=4, image_size=IMAGE_SIZE, train=True,
+                             seed=0, num_epochs=1, drop_remainder=False))
+  assert [b['image'].shape[0] for b in batches] == [4] * 6 + [1]
+  assert batches[0]['image'].shape[1:] == (IMAGE_SIZE, IMAGE_SIZE, 3)
+  seen = np.concatenate([b['index'] for b in batches])
+  assert sorted(seen.tolist()) == indices.tolist() and seen.tolist() != indices.tolist()
+  np.testing.assert_allclose(np.concatenate([b['mos_norm'] for b in batches]),
+                             bank.metadata()['mos_norm'][seen], rtol=1e-6)
+  again = make_loader(bank, indices, batch_size=4, image_size=IMAGE_SIZE, train=True, seed=0)
+  first = next(again)
+  np.testing.assert_array_equal(first['image'], batches[0]['image'])
+  endless = [next(again) for _ in range(10)]  # repeats past one epoch, fixed shapes
+  assert all(b['image'].shape[0] == 4 for b in endless)
+
+
+def test_eval_loader_covers_every_index_once(bank):
+  indices = np.arange(10)
+  batches = list(make_eval_loader(bank, indices, batch_size=4, image_size=IMAGE_SIZE))
+  assert [b['image'].shape[0] for b in batches] == [4, 4, 4]
+  mask = np.concatenate([b['mask'] for b in batches])
+  index = np.concatenate([b['index'] for b in batches])
+  assert mask.tolist() == [True] * 10 + [False] * 2
+  assert index[mask].tolist() == indices.tolist()
+
+
+def test_loader_with_worker_process(bank):
+  indices = np.arange(8)
+  kwargs = dict(batch_size=4, image_size=IMAGE_SIZE, train=True, seed=3, num_epochs=1)
+  in_process = list(make_loader(bank, indices, **kwargs))
+  workers = list(make_loader(bank, indices, worker_count=1, **kwargs))
+  assert len(workers) == len(in_process) == 2
+  for a, b in zip(in_process, workers):
+    np.testing.assert_array_equal(a['index'], b['index'])
+    np.testing.assert_array_equal(a['image'], b['image'])
