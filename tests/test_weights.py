@@ -1,6 +1,5 @@
 """Safe PyTorch import: parity with torch-made fixtures, refusal of unsafe pickles, clear errors."""
 
-import io
 import os
 import pickle
 import zipfile
