@@ -1,0 +1,79 @@
+"""Data parallelism over tasks: a 1-D device mesh and a `jax.shard_map` of the task axis.
+
+One code path runs on 1 CPU, 8 GPUs or a TPU pod: the tasks of a meta-batch are split over the
+devices of a `jax.sharding.Mesh` with one axis (`DEVICE_AXIS`), each device runs its share of the
+tasks, and the per-device means are averaged with `lax.pmean`. `jax.pmap` is not used (it is in
+maintenance mode since JAX 0.8 and is itself `jit(shard_map)`).
+
+Multi-host: call `jax.distributed.initialize()` first; `make_mesh()` then spans every process's
+devices, and `put_tasks` assembles each process's local tasks into one global array.
+
+The mesh axis is named `'devices'`. No BatchNorm in this package has an `axis_name`, and none must
+ever be given this one: batch statistics are per task, never pooled across devices.
+"""
+
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DEVICE_AXIS = 'devices'
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None,
+              axis_name: str = DEVICE_AXIS) -> Mesh:
+  """A 1-D mesh over `devices` (default: all devices of all processes)."""
+  devices = jax.devices() if devices is None else list(devices)
+  if not devices:
+    raise ValueError('make_mesh needs at least one device')
+  return Mesh(np.asarray(devices), (axis_name,))
+
+
+def mesh_axis(mesh: Mesh) -> str:
+  """The name of the single axis of a 1-D mesh; raises ValueError for other meshes."""
+  if len(mesh.axis_names) != 1:
+    raise ValueError(f'the task axis is sharded over a 1-D mesh; got axes {mesh.axis_names}')
+  return mesh.axis_names[0]
+
+
+def check_task_count(num_tasks: int, mesh: Mesh) -> None:
+  """Raises ValueError unless `num_tasks` splits evenly over the devices of `mesh`."""
+  if num_tasks < 1 or num_tasks % mesh.size:
+    raise ValueError(f'the meta-batch has {num_tasks} tasks, which cannot be split evenly over '
+                     f'{mesh.size} devices: use a multiple of {mesh.size} tasks')
+
+
+def put_tasks(tasks: Any, mesh: Mesh) -> Any:
+  """Places a pytree of per-task arrays (leading axis = tasks) sharded over the mesh.
+
+  On one host the arrays are the whole meta-batch; with several processes each process passes
+  its own slice of the tasks and gets back global arrays (`make_array_from_process_local_data`).
+  """
+  sharding = NamedSharding(mesh, P(mesh_axis(mesh)))
+  if jax.process_count() == 1:
+    return jax.device_put(tasks, sharding)
+  return jax.tree.map(lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a)),
+                      tasks)
+
+
+def mean_over_task_shards(fn: Callable[[Any, Any], Any], mesh: Mesh) -> Callable[[Any, Any], Any]:
+  """Runs `fn(replicated, per_task)` on each device's share of the tasks and averages.
+
+  Args:
+    fn: returns a pytree of per-device *means* over its tasks (losses, gradients, statistics).
+    mesh: a 1-D mesh; `per_task` leaves are split along their leading axis over it.
+
+  Returns:
+    `g(replicated, per_task)`: the mean over devices of `fn`'s outputs, replicated. With equal
+    task counts per device this is the mean over all tasks. Call it under `jax.jit`.
+  """
+  axis = mesh_axis(mesh)
+
+  def local(replicated, per_task):
+    return jax.lax.pmean(fn(replicated, per_task), axis)
+
+  # Outputs are pmean'd, hence replicated; check_vma would also demand explicit pvary on the
+  # inner-loop carries, which start replicated and become per-task.
+  return jax.shard_map(local, mesh=mesh, in_specs=(P(), P(axis)), out_specs=P(),
+                       check_vma=False)
