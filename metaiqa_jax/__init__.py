@@ -8,5 +8,7 @@ Public API:
 """
 
 from metaiqa_jax.models import create_model, init_variables, make_apply_fn
+from metaiqa_jax.scoring import score
+from metaiqa_jax.weights import load_torch_weights
 
 __version__ = '0.1.0'

@@ -1,0 +1,60 @@
+"""Evaluation of a trained model on a dataset: `metaiqa-evaluate`.
+
+Scores the images of `config.finetune.source` with the weights in `config.model.init` (a
+checkpoint dir or a PyTorch file): every image, or with `config.finetune.split_file` the test part
+of each selected split (then also mean/std/median over splits). Writes `report.json`,
+`predictions.csv` (name, MOS, normalised MOS, prediction) and `scatter.png` to the workdir.
+"""
+
+import csv
+import os
+
+import jax
+import ml_collections
+import numpy as np
+
+from metaiqa_jax import checkpoints, metrics, models
+from metaiqa_jax.data import splits
+from metaiqa_jax.train import common, defaults, finetune, reporting, supervised
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str, *, source=None) -> dict:
+  """Evaluates `config.model.init` on the fine-tuning dataset; returns the written report."""
+  defaults.validate(config)
+  if not config.model.init:
+    raise ValueError('evaluate needs weights: set --config.model.init=CHECKPOINT_DIR_OR_PT_FILE')
+  workdir = checkpoints.ensure_writable(workdir)
+  model = common.build_model(config.model)
+  variables = common.initial_variables(model, config.model.init, jax.random.key(0),
+                                       config.data.image_size)
+  predict = supervised.make_predict(models.make_apply_fn(model))
+  source = finetune.build_source(config.finetune) if source is None else source
+  if config.finetune.split_file:
+    all_splits = splits.load_splits(config.finetune.split_file)
+    chosen = list(config.finetune.splits) or list(range(len(all_splits)))
+    parts = {f'split_{k}': all_splits[k]['test'] for k in chosen}
+  else:
+    parts = {'all': np.arange(len(source))}
+  results, rows = {}, []
+  names, mos_native = source.metadata()['name'], source.metadata()['mos']
+  for part, indices in parts.items():
+    result, preds, mos = finetune.evaluate_indices(predict, variables, source, indices, config)
+    results[part] = result
+    rows += [(part, names[i], mos_native[i], m, p) for i, m, p in zip(indices, mos, preds)]
+  report = {'program': 'evaluate', 'source': config.finetune.source,
+            'weights': config.model.init, 'results': results,
+            'config': config.to_dict()}
+  if len(results) > 1:
+    report['summary'] = metrics.aggregate(list(results.values()))
+  with open(os.path.join(os.fspath(workdir), 'predictions.csv'), 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(['part', 'name', 'mos', 'mos_norm', 'prediction'])
+    writer.writerows((part, n, f'{m:.6g}', f'{mn:.6g}', f'{p:.6g}')
+                     for part, n, m, mn, p in rows)
+  first = next(iter(results))
+  keep = [r for r in rows if r[0] == first]
+  reporting.plot_scatter(os.path.join(os.fspath(workdir), 'scatter.png'),
+                         [r[4] for r in keep], [r[3] for r in keep], results[first]['logistic'],
+                         title=f'{config.finetune.source} ({first})')
+  reporting.write_report(workdir, report)
+  return report

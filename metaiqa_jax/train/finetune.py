@@ -1,0 +1,151 @@
+"""Fine-tuning on an authentic-distortion dataset over N train/val/test splits.
+
+`finetune(config, workdir)` is what `metaiqa-finetune` runs. For each split it trains the model
+(`config.model.init`: usually a meta-trained checkpoint) on `train`, evaluates `val` after every
+epoch, keeps the checkpoint with the best val SROCC, and reports that checkpoint's `test`
+metrics: model selection never looks at test (the authors' script picked the best test epoch).
+Layout: `workdir/splits.json` (made once, reused), `workdir/split_<k>/` (checkpoints, logs,
+report), `workdir/report.json` (per split + mean/std/median), `workdir/scatter_split<k>.png`.
+A run started again resumes every split from its last finished epoch.
+"""
+
+import logging
+import os
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+
+from metaiqa_jax import checkpoints, meta, metrics, models
+from metaiqa_jax.data import make_source, pipeline, splits
+from metaiqa_jax.train import common, defaults, reporting, supervised
+
+
+def build_source(ft_config: ml_collections.ConfigDict):
+  """The fine-tuning dataset named by `config.finetune.source` under `config.finetune.root`."""
+  return make_source(ft_config.source, ft_config.root or None)
+
+
+def load_or_make_splits(ft_config, source, workdir, seed: int) -> list:
+  """Splits from `finetune.split_file`, else `workdir/splits.json`, else new ones (saved)."""
+  path = ft_config.split_file or os.path.join(os.fspath(workdir), 'splits.json')
+  if os.path.exists(path):
+    loaded = splits.load_splits(path)
+    n = len(source)
+    for k, split in enumerate(loaded):
+      top = max(int(np.max(part, initial=-1)) for part in split.values())
+      if top >= n:
+        raise ValueError(f'{path}: split {k} refers to record {top}, but the dataset has {n}')
+    return loaded
+  made = splits.make_splits(source.metadata(), ft_config.n_splits,
+                            test_fraction=ft_config.test_fraction,
+                            val_fraction=ft_config.val_fraction, seed=seed)
+  if jax.process_index() == 0:
+    splits.save_splits(path, made)
+  return made
+
+
+def evaluate_indices(predict, variables, source, indices, config) -> tuple[dict, np.ndarray,
+                                                                          np.ndarray]:
+  """Metrics of `variables` on `source[indices]` (whole images resized), plus preds and MOS."""
+  loader = pipeline.make_eval_loader(source, indices, batch_size=config.finetune.eval_batch_size,
+                                     image_size=config.data.image_size,
+                                     worker_count=config.data.worker_count)
+  preds, mos, _ = supervised.predict_loader(predict, variables, loader)
+  return metrics.evaluate_predictions(preds, mos), preds, mos
+
+
+def finetune_split(config, source, split: dict, k: int, workdir, model, apply_fn) -> dict:
+  """Trains split `k`, selects the epoch on val, returns its val and test metrics."""
+  ft = config.finetune
+  split_dir = checkpoints.ensure_writable(os.path.join(os.fspath(workdir), f'split_{k}'))
+  batch_size = min(ft.batch_size, len(split['train']))
+  steps_per_epoch = len(split['train']) // batch_size
+  schedule = optax.exponential_decay(1.0, ft.decay_epochs * steps_per_epoch, ft.decay_rate,
+                                     staircase=True)
+  tx = meta.make_outer_optimizer(lr=ft.lr, head_lr=ft.head_lr, schedule=schedule)
+  variables = common.initial_variables(model, config.model.init,
+                                       jax.random.key(config.seed + k), config.data.image_size)
+  state = meta.init_meta_state(variables, tx)
+  ckpt = checkpoints.Checkpointer(split_dir, model_config=models.model_config(model),
+                                  keep_latest=1, keep_best=1, best_metric='val_srocc')
+  restored = ckpt.restore_latest(state)
+  start_epoch = 0
+  if restored is not None:
+    _, state, saved = restored
+    start_epoch = saved['extra']['epoch']
+  run_log = reporting.RunLogger(split_dir, is_primary=jax.process_index() == 0,
+                                resume_step=int(state.step) if restored is not None else None)
+  train_step = supervised.make_train_step(apply_fn, tx)
+  predict = supervised.make_predict(apply_fn)
+  rng = jax.random.key(config.seed * 1000 + k)
+  bar = reporting.progress_bar(ft.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
+                               desc=f'fine-tune split {k}')
+  for epoch in range(start_epoch, ft.epochs):
+    loader = pipeline.make_loader(source, split['train'], batch_size=batch_size,
+                                  image_size=config.data.image_size, train=True,
+                                  seed=config.seed * 100003 + k * 1009 + epoch, num_epochs=1,
+                                  worker_count=config.data.worker_count,
+                                  resize_to=config.data.resize_to)
+    for batch in loader:
+      state, step_metrics = train_step(state, batch['image'], batch['mos_norm'],
+                                       jax.random.fold_in(rng, state.step))
+      bar.update(1)
+    loss = float(step_metrics['loss'])
+    if not np.isfinite(loss):
+      ckpt.wait_until_finished()
+      raise FloatingPointError(f'fine-tuning split {k}, epoch {epoch + 1}: loss is {loss}; the '
+                               f'last good checkpoint is in {ckpt.directory}')
+    val, _, _ = evaluate_indices(predict, {'params': state.params,
+                                           'batch_stats': state.batch_stats},
+                                 source, split['val'], config)
+    reporting.show_metrics(bar, {'loss': loss, 'val_srocc': val['srocc']})
+    run_log.log(int(state.step), 'train', step_metrics)
+    run_log.log(int(state.step), 'val', val)
+    ckpt.save(epoch + 1, state, metrics={'val_srocc': val['srocc']},
+              extra_json={'epoch': epoch + 1})
+  bar.close()
+  ckpt.wait_until_finished()
+  best_epoch = ckpt.best_step()
+  _, best = checkpoints.restore_variables(split_dir)
+  val, _, _ = evaluate_indices(predict, best, source, split['val'], config)
+  test, preds, mos = evaluate_indices(predict, best, source, split['test'], config)
+  run_log.log(int(state.step), 'test', test)
+  run_log.close()
+  ckpt.close()
+  return {'split': k, 'best_epoch': best_epoch, 'val': val, 'test': test,
+          'predictions': preds.tolist(), 'mos_norm': mos.tolist()}
+
+
+def finetune(config: ml_collections.ConfigDict, workdir: str, *, source=None) -> dict:
+  """Fine-tunes on every selected split; returns the report also written to report.json."""
+  defaults.validate(config)
+  workdir = checkpoints.ensure_writable(workdir)
+  common.maybe_initialize_distributed(config.distributed)
+  model = common.build_model(config.model)
+  apply_fn = models.make_apply_fn(model)
+  source = build_source(config.finetune) if source is None else source
+  all_splits = load_or_make_splits(config.finetune, source, workdir, config.seed)
+  selected = list(config.finetune.splits) or list(range(len(all_splits)))
+  results = []
+  for k in selected:
+    if not 0 <= k < len(all_splits):
+      raise ValueError(f'config.finetune.splits asks for split {k}; there are '
+                       f'{len(all_splits)}')
+    result = finetune_split(config, source, all_splits[k], k, workdir, model, apply_fn)
+    logging.info('split %d: test SROCC %.4f PLCC %.4f (best val epoch %s)', k,
+                 result['test']['srocc'], result['test']['plcc'], result['best_epoch'])
+    results.append(result)
+  summary = metrics.aggregate([r['test'] for r in results])
+  first = results[0]
+  if jax.process_index() == 0:
+    reporting.plot_scatter(
+        os.path.join(os.fspath(workdir), f'scatter_split{first["split"]}.png'),
+        first['predictions'], first['mos_norm'], first['test']['logistic'],
+        title=f'{config.finetune.source}: test split {first["split"]}')
+  report = {'program': 'finetune', 'source': config.finetune.source, 'splits': results,
+            'test_summary': summary, 'config': config.to_dict()}
+  if jax.process_index() == 0:
+    reporting.write_report(workdir, report)
+  return report
