@@ -81,7 +81,8 @@ def make_splits(metadata_or_source, n_splits: int = 10, *, test_fraction: float 
 
 
 def save_splits(path, splits: Sequence[Dict[str, np.ndarray]]) -> None:
-  """Writes splits as JSON: {"version": 1, "splits": [{"train": [...], "val": ..., "test": ...}]}."""
+  """Writes splits as JSON: {"version": 1, "splits": [{"train": [...], "val": [...],
+  "test": [...]}, ...]} (source record indices)."""
   payload = {'version': _FORMAT_VERSION,
              'splits': [{p: [int(i) for i in s[p]] for p in SPLIT_PARTS} for s in splits]}
   directory = os.path.dirname(os.fspath(path))
