@@ -40,13 +40,34 @@ def _to_rgb(img: Image.Image) -> Image.Image:
   return img.convert('RGB')
 
 
+def decode_image(file, name, max_side: Optional[int] = None) -> np.ndarray:
+  """Decodes an open binary file or a path to `(H, W, 3)` uint8 RGB; errors name `name`.
+
+  `max_side`: see `read_image`.
+
+  Raises:
+    ImageReadError: not a decodable image (truncated, wrong format, ...).
+  """
+  try:
+    with Image.open(file) as img:
+      if max_side is not None and max(img.size) > max_side:
+        img.draft('RGB', (max_side, max_side))
+      img = ImageOps.exif_transpose(img)
+      img.load()
+      if max_side is not None and max(img.size) > max_side:
+        img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+      return np.asarray(_to_rgb(img), dtype=np.uint8)
+  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    raise ImageReadError(name, f'{type(e).__name__}: {e}') from e
+
+
 def read_image(path, max_side: Optional[int] = None) -> np.ndarray:
   """Decodes `path` to a `(H, W, 3)` uint8 RGB array.
 
   Args:
     path: an image file (any format Pillow reads).
     max_side: if given, images whose longer side exceeds it are shrunk (Pillow `draft` for JPEG,
-      then a box/bilinear `thumbnail`) before conversion, so a 8000x6000 photo never needs its
+      then a bilinear `thumbnail`) before conversion, so a 8000x6000 photo never needs its
       full-resolution float copy. Aspect ratio is kept.
 
   Raises:
@@ -57,16 +78,4 @@ def read_image(path, max_side: Optional[int] = None) -> np.ndarray:
     raise ImageReadError(path, 'no such file')
   if os.path.getsize(path) == 0:
     raise ImageReadError(path, 'the file is empty (0 bytes)')
-  try:
-    with Image.open(path) as img:
-      if max_side is not None and max(img.size) > max_side:
-        img.draft('RGB', (max_side, max_side))
-      img = ImageOps.exif_transpose(img)
-      img.load()
-      if max_side is not None and max(img.size) > max_side:
-        img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-      return np.asarray(_to_rgb(img), dtype=np.uint8)
-  except ImageReadError:
-    raise
-  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-    raise ImageReadError(path, f'{type(e).__name__}: {e}') from e
+  return decode_image(path, path, max_side)

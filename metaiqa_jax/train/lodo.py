@@ -105,7 +105,8 @@ def lodo(config: ml_collections.ConfigDict, workdir: str, *, source=None) -> dic
   types = config.lodo.held_out or meta_train.task_types(metadata, ())
   model = common.build_model(config.model)
   apply_fn = models.make_apply_fn(model)
-  steps = sorted(set(config.lodo.adapt_steps) | {0})
+  adapt_steps = sorted(set(config.lodo.adapt_steps) - {0})
+  steps = [0] + adapt_steps  # 0 steps: the zero-shot (k = 0) rows.
   adapt_predict = {s: evaluation.make_adapt_predict(apply_fn, steps=s, adapt=config.meta.adapt)
                    for s in steps}
   rows, runs = [], {}
@@ -116,7 +117,8 @@ def lodo(config: ml_collections.ConfigDict, workdir: str, *, source=None) -> dic
     runs[int(t)] = meta_train.meta_train(run_config, run_dir, source=source)['final_val']
     _, variables = checkpoints.restore_variables(run_dir)
     rows += held_out_rows(adapt_predict, config.lodo.adapt_lr, variables, source, int(t),
-                          shots=config.lodo.shots, steps=steps, repeats=config.lodo.repeats,
+                          shots=config.lodo.shots, steps=adapt_steps,
+                          repeats=config.lodo.repeats,
                           test_size=config.lodo.test_size, image_size=config.data.image_size,
                           seed=config.seed)
   zero_shot = {k[0]: v for k, v in mean_by([r for r in rows if r['k'] == 0],

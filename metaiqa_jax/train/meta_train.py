@@ -172,7 +172,7 @@ def meta_train(config: ml_collections.ConfigDict, workdir: str, *,
     val = validate(state)
   report = {'program': 'meta_train', 'steps': config.num_steps, 'final_val': val,
             'val_history': history, 'best_step': ckpt.best_step(),
-            'train_types': train_sampler.types, 'config': config.to_dict()}
+            'train_types': list(train_sampler.types), 'config': config.to_dict()}
   if primary:
     reporting.write_report(workdir, report)
   run_log.close()

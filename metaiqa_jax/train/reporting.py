@@ -111,9 +111,14 @@ class RunLogger:
     self._open(purge_step=step + 1)
 
   def log(self, step: int, split: str, metrics: Mapping[str, Any]) -> None:
-    """Records scalar `metrics` (floats, numpy or jax scalars) of `split` at `step`."""
+    """Records the scalar `metrics` (floats, numpy or jax scalars) of `split` at `step`.
+
+    Non-scalar entries (e.g. the fitted logistic parameters of `evaluate_predictions`) are
+    report material, not time series: they are left out.
+    """
     if not self.is_primary:
       return
+    metrics = {name: value for name, value in metrics.items() if np.ndim(value) == 0}
     values = {name: _json_value(value) for name, value in metrics.items()}
     entry = {'step': int(step), 'split': split, 'wall_time': time.time(), 'metrics': values}
     self._jsonl.write(json.dumps(entry) + '\n')

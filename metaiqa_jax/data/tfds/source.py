@@ -10,7 +10,6 @@ import io
 from typing import Dict, Optional
 
 import numpy as np
-from PIL import Image, ImageOps
 import tensorflow_datasets as tfds
 
 from metaiqa_jax import io as image_io
@@ -22,17 +21,7 @@ _INT_KEYS = ('dist_type', 'dist_level', 'ref_id')
 
 def decode_image(encoded: bytes, name: str, max_side: Optional[int] = None) -> np.ndarray:
   """Encoded image bytes -> (H, W, 3) uint8 RGB, like `read_image`; errors name `name`."""
-  try:
-    with Image.open(io.BytesIO(encoded)) as img:
-      if max_side is not None and max(img.size) > max_side:
-        img.draft('RGB', (max_side, max_side))
-      img = ImageOps.exif_transpose(img)
-      img.load()
-      if max_side is not None and max(img.size) > max_side:
-        img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-      return np.asarray(image_io._to_rgb(img), np.uint8)  # pylint: disable=protected-access
-  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-    raise image_io.ImageReadError(name, f'{type(e).__name__}: {e}') from e
+  return image_io.decode_image(io.BytesIO(encoded), name, max_side)
 
 
 class TFDSSource:

@@ -1,0 +1,204 @@
+"""End to end on the CPU: meta-train -> fine-tune -> evaluate -> score -> LODO, and resume.
+
+Tiny model (width 1/16, 10 logits, head (16, 8)), 32 px inputs, a 3-type synthetic bank of
+48 px photos. Each program is called through the same function its launch calls.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from metaiqa_jax import checkpoints, configlib, scoring
+from metaiqa_jax.data import SyntheticBank
+from metaiqa_jax.train import defaults, evaluate, finetune, lodo, meta_train, reporting
+
+TYPES = (1, 10, 16)  # Gaussian blur, JPEG, brighten.
+
+
+def tiny_config():
+  """A valid config small enough for a CPU test (also used by the resume subprocess)."""
+  c = defaults.base_config()
+  c.model.width = 0.0625
+  c.model.num_classes = 10
+  c.model.head_features = (16, 8)
+  c.data.sources = ('synthetic',)
+  c.data.roots = ('',)
+  c.data.image_size = 32
+  c.data.resize_to = 36
+  c.data.synthetic_max_side = 48
+  c.meta.support_size = 4
+  c.meta.query_size = 4
+  c.meta.tasks_per_batch = 2
+  c.meta.task_map = 'unroll'
+  c.num_steps = 4
+  c.log_every = 1
+  c.eval_every = 2
+  c.checkpoint_every = 2
+  c.eval_tasks = 1
+  c.finetune.n_splits = 2
+  c.finetune.epochs = 2
+  c.finetune.batch_size = 16
+  c.finetune.eval_batch_size = 16
+  c.finetune.lr = 1e-3
+  c.lodo.shots = (0, 3)
+  c.lodo.adapt_steps = (1,)
+  c.lodo.repeats = 1
+  c.lodo.test_size = 12
+  return c
+
+
+def tiny_source():
+  return SyntheticBank(types=TYPES, max_side=48, progress=False)
+
+
+@pytest.fixture(scope='module')
+def source():
+  return tiny_source()
+
+
+@pytest.fixture(scope='module')
+def meta_run(tmp_path_factory, source):
+  workdir = str(tmp_path_factory.mktemp('meta'))
+  return workdir, meta_train.meta_train(tiny_config(), workdir, source=source)
+
+
+def test_meta_train_writes_checkpoints_logs_and_report(meta_run):
+  workdir, report = meta_run
+  assert report['steps'] == 4
+  assert report['train_types'] == list(TYPES)
+  assert 0 <= report['final_val']['n'] and np.isfinite(report['final_val']['loss'])
+  assert [h['step'] for h in report['val_history']] == [2, 4]
+  assert report['best_step'] in (2, 4)
+  assert sorted(int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints'))) == [2, 4]
+  train_steps = [e['step'] for e in reporting.read_metrics(workdir, 'train')]
+  assert train_steps == [1, 2, 3, 4]
+  assert json.load(open(os.path.join(workdir, 'report.json')))['steps'] == 4
+  assert os.listdir(os.path.join(workdir, 'tensorboard'))
+
+
+def test_finetune_selects_on_val_and_reports_test(meta_run, source, tmp_path):
+  meta_dir, _ = meta_run
+  config = tiny_config()
+  config.model.init = meta_dir
+  report = finetune.finetune(config, str(tmp_path), source=source)
+  assert [s['split'] for s in report['splits']] == [0, 1]
+  for split in report['splits']:
+    vals = [e['metrics']['srocc'] for e in
+            reporting.read_metrics(tmp_path / f'split_{split["split"]}', 'val')]
+    assert len(vals) == 2
+    nan_safe = [v if v is not None else -np.inf for v in vals]
+    assert split['best_epoch'] == int(np.argmax(nan_safe)) + 1  # Chosen on val, not test.
+    assert set(split['test']) >= {'srocc', 'plcc', 'plcc_logistic', 'krcc', 'rmse'}
+  summary = report['test_summary']
+  assert set(summary['srocc']) == {'mean', 'std', 'median', 'values'}
+  assert len(summary['srocc']['values']) == 2
+  assert os.path.exists(tmp_path / 'splits.json')
+  assert os.path.getsize(tmp_path / 'scatter_split0.png') > 0
+
+  # The same splits again: evaluate the fine-tuned split-0 model on its test part.
+  eval_config = tiny_config()
+  eval_config.model.init = str(tmp_path / 'split_0')
+  eval_config.finetune.split_file = str(tmp_path / 'splits.json')
+  eval_config.finetune.splits = (0,)
+  eval_dir = tmp_path / 'eval'
+  evaluated = evaluate.evaluate(eval_config, str(eval_dir), source=source)
+  np.testing.assert_allclose(evaluated['results']['split_0']['srocc'],
+                             report['splits'][0]['test']['srocc'], atol=1e-6)
+  assert os.path.exists(eval_dir / 'predictions.csv')
+
+  # score() on the same images with the restored weights gives the evaluated predictions.
+  _, variables = checkpoints.restore_variables(str(tmp_path / 'split_0'))
+  test_idx = np.asarray(json.load(open(tmp_path / 'splits.json'))['splits'][0]['test'][:5])
+  images = [source[int(i)]['image'] for i in test_idx]
+  scores = scoring.score(variables, images, image_size=32, batch_size=4)
+  np.testing.assert_allclose(scores, report['splits'][0]['predictions'][:5], atol=1e-5)
+
+
+def test_lodo_one_held_out_type(source, tmp_path):
+  config = tiny_config()
+  config.lodo.held_out = (10,)
+  report = lodo.lodo(config, str(tmp_path), source=source)
+  assert report['meta_validation'].keys() == {10}
+  rows = report['results']
+  assert {(r['k'], r['steps']) for r in rows} == {(0, 0), (3, 1)}
+  assert all(r['held_out_type'] == 10 for r in rows)
+  assert json.load(open(tmp_path / 'type_10' / 'report.json'))['train_types'] == [1, 16]
+  assert os.path.getsize(tmp_path / 'srocc_vs_shots.png') > 0
+
+
+def test_lodo_support_and_query_come_from_disjoint_references(source):
+  meta = source.metadata()
+  support, query = lodo.draw_support_query(meta, 16, shots=6, test_size=0, seed=3)
+  assert len(support) == 6 and len(query) > 0
+  assert not set(meta['ref_id'][support]) & set(meta['ref_id'][query])
+  assert set(meta['dist_type'][np.concatenate([support, query])]) == {16}
+
+
+def test_invalid_config_is_rejected_by_key_before_anything_runs(tmp_path, source):
+  config = tiny_config()
+  config.meta.inner_steps = 0
+  with pytest.raises(configlib.ConfigError, match='meta.inner_steps'):
+    meta_train.meta_train(config, str(tmp_path), source=source)
+  config = tiny_config()
+  config.meta.unlocked_typo = 1
+  with pytest.raises(configlib.ConfigError, match='unlocked_typo'):
+    meta_train.meta_train(config, str(tmp_path), source=source)
+  assert not os.listdir(tmp_path)
+
+
+_WORKER = """
+import sys
+sys.path.insert(0, {tests!r})
+import test_programs
+from metaiqa_jax.train import meta_train
+config = test_programs.tiny_config()
+config.num_steps = 6
+config.checkpoint_every = 1
+config.eval_every = 3
+meta_train.meta_train(config, {workdir!r}, source=test_programs.tiny_source())
+"""
+
+
+def _run_worker(workdir, kill_after_step=None):
+  code = _WORKER.format(tests=os.path.dirname(__file__), workdir=str(workdir))
+  proc = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE)
+  if kill_after_step is None:
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    return
+  ckpt_dir = os.path.join(workdir, 'checkpoints')
+  deadline = time.time() + 600
+  while time.time() < deadline and proc.poll() is None:
+    steps = [int(s) for s in os.listdir(ckpt_dir) if s.isdigit()] if os.path.isdir(
+        ckpt_dir) else []
+    if steps and max(steps) >= kill_after_step:
+      proc.send_signal(signal.SIGKILL)
+      break
+    time.sleep(0.05)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL, 'the run finished before it could be killed'
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
+  straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+  _run_worker(straight)
+  _run_worker(resumed, kill_after_step=2)
+  assert max(int(s) for s in os.listdir(resumed / 'checkpoints') if s.isdigit()) < 6
+  _run_worker(resumed)
+  a = json.load(open(straight / 'report.json'))
+  b = json.load(open(resumed / 'report.json'))
+  assert a['final_val'] == b['final_val']
+  logged = lambda d: [(e['step'], e['metrics']['loss']) for e in reporting.read_metrics(d, 'train')]
+  assert logged(straight) == logged(resumed)
+  _, va = checkpoints.restore_variables(str(straight))
+  _, vb = checkpoints.restore_variables(str(resumed))
+  for x, y in zip(jax.tree.leaves(va), jax.tree.leaves(vb)):
+    np.testing.assert_array_equal(x, y)
