@@ -10,22 +10,61 @@ A source has `len(src)`, `src[i]` -> dict with
   name        str
 and `src.metadata()` -> dict of numpy arrays with the same keys except `image`, computed
 without decoding any image.
+
+Label tables are checked when a `FileSource` is built, and every error names the table line (or
+entry) it comes from: a MOS that is missing, not a number, NaN or infinite; two records for the
+same image file; image files that do not exist. `FileSource.verify()` additionally decodes every
+image, so corrupt-but-present files are found before training starts rather than mid-run.
 """
 
+import concurrent.futures
 import os
 from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from metaiqa_jax.io import read_image
+from metaiqa_jax.io import ImageReadError, read_image
 
 METADATA_KEYS = ('mos', 'mos_norm', 'dist_type', 'dist_level', 'ref_id', 'name')
 _SHOW_MISSING = 5
 
 
-def check_files_exist(paths: Sequence[str], dataset: str) -> None:
-  """Raises FileNotFoundError naming the first few missing files and how many are missing."""
-  missing = [p for p in paths if not os.path.isfile(p)]
+# Longer side images are decoded at by `FileSource.verify` (JPEG decodes at a reduced DCT scale).
+_VERIFY_MAX_SIDE = 512
+
+
+class UnreadableImagesError(ImageReadError):
+  """Image files of a source that exist but cannot be decoded. `path` is the first, `paths` all."""
+
+  def __init__(self, dataset: str, errors: Sequence[ImageReadError], total: int):
+    self.paths = [e.path for e in errors]
+    shown = '; '.join(str(e) for e in errors[:_SHOW_MISSING])
+    more = f'; and {len(errors) - _SHOW_MISSING} more' if len(errors) > _SHOW_MISSING else ''
+    super().__init__(self.paths[0], f'{dataset}: {len(errors)} of {total} image files cannot be '
+                     f'decoded: {shown}{more}')
+
+
+def parse_number(text, where: str, column: str) -> float:
+  """`text` as a float (NaN allowed: `FileSource` rejects it with its origin).
+
+  Raises:
+    ValueError: naming `where` (e.g. `'dmos.csv:12'`) and `column` when `text` is missing or not
+      a number.
+  """
+  try:
+    return float(text)
+  except (TypeError, ValueError):
+    raise ValueError(f'{where}: {column} {text!r} is missing or not a number') from None
+
+
+def check_files_exist(paths: Sequence[str], dataset: str,
+                      origins: Optional[Sequence[str]] = None) -> None:
+  """Raises FileNotFoundError naming the first few missing files and how many are missing.
+
+  `origins[i]` (e.g. `'dmos.csv:12'`) says where record `i` was listed; it follows its path.
+  """
+  missing = [p + (f' (listed at {origins[i]})' if origins is not None else '')
+             for i, p in enumerate(paths) if not os.path.isfile(p)]
   if missing:
     shown = ', '.join(missing[:_SHOW_MISSING])
     more = f' and {len(missing) - _SHOW_MISSING} more' if len(missing) > _SHOW_MISSING else ''
@@ -51,10 +90,17 @@ class FileSource:
     dist_type, dist_level, ref_id: ints per record (see the module docstring for conventions).
     names: record names.
     max_side: if given, images are shrunk on read so their longer side is at most this (px).
+    origins: where each record was listed (`'<table>:<line>'`), for error messages; default
+      `'<dataset> record <i>'`.
+
+  Raises:
+    ValueError: no records; a MOS that is NaN or infinite; two records for one image file.
+    FileNotFoundError: image files that do not exist (the first few named, with their origins).
   """
 
   def __init__(self, dataset: str, paths: Sequence[str], mos, mos_norm, dist_type, dist_level,
-               ref_id, names: Sequence[str], max_side: Optional[int] = None):
+               ref_id, names: Sequence[str], max_side: Optional[int] = None,
+               origins: Optional[Sequence[str]] = None):
     n = len(paths)
     if n == 0:
       raise ValueError(f'{dataset}: the label table lists no images')
@@ -73,7 +119,17 @@ class FileSource:
       if value.shape != (n,):
         raise ValueError(f'{dataset}: {key} has shape {value.shape}, expected ({n},)')
       value.setflags(write=False)
-    check_files_exist(self._paths, dataset)
+    if origins is None:
+      origins = [f'{dataset} record {i}' for i in range(n)]
+    for i in np.flatnonzero(~np.isfinite(self._meta['mos'])):
+      raise ValueError(f'{origins[i]}: MOS of {self._paths[i]} is {self._meta["mos"][i]}')
+    first_listed = {}
+    for path, origin in zip(self._paths, origins):
+      key = os.path.normcase(os.path.normpath(path))
+      if key in first_listed:
+        raise ValueError(f'{origin}: {path} is listed twice (first at {first_listed[key]})')
+      first_listed[key] = origin
+    check_files_exist(self._paths, dataset, origins)
 
   def __len__(self) -> int:
     return len(self._paths)
@@ -85,6 +141,24 @@ class FileSource:
   def metadata(self) -> Dict[str, np.ndarray]:
     """Labels of every record as read-only numpy arrays (no image is decoded)."""
     return dict(self._meta)
+
+  def verify(self, max_workers: Optional[int] = None) -> None:
+    """Decodes every image (at most `_VERIFY_MAX_SIDE` px, in threads) to find corrupt files.
+
+    Raises:
+      UnreadableImagesError: one error listing the first few undecodable files and the count.
+    """
+    def error(path):
+      try:
+        read_image(path, _VERIFY_MAX_SIDE)
+      except ImageReadError as e:
+        return e
+      return None
+    workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+      errors = [e for e in pool.map(error, self._paths) if e is not None]
+    if errors:
+      raise UnreadableImagesError(self.dataset, errors, len(self))
 
   def __getitem__(self, index) -> Dict:
     i = normalize_index(index, len(self))

@@ -17,7 +17,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from metaiqa_jax.data.base import FileSource
+from metaiqa_jax.data.base import FileSource, parse_number
 
 _OPTIONAL_INT_COLUMNS = {'ref_id': -1, 'dist_type': -1, 'dist_level': 0}
 
@@ -47,17 +47,21 @@ class CSVDataset(FileSource):
     if len(rows[0]) < 2 or not _is_number(rows[0][1]):
       header = [c.strip() for c in rows[0]]
       rows = rows[1:]
-    names, mos = [], []
+    names, mos, origins = [], [], []
     extra = {k: [] for k in _OPTIONAL_INT_COLUMNS if header and k in header}
     for line, row in enumerate(rows, start=2 if header else 1):
-      if len(row) < 2 or not _is_number(row[1]):
-        raise ValueError(f'{csv_path}:{line}: expected "name,mos[,std]", got {row}')
+      origins.append(f'{csv_path}:{line}')
+      if len(row) < 2:
+        raise ValueError(f'{origins[-1]}: expected "name,mos[,std]", got {row}')
       names.append(row[0].strip())
-      mos.append(float(row[1]))
+      mos.append(parse_number(row[1], origins[-1], 'mos'))
       for key, values in extra.items():
-        values.append(int(row[header.index(key)]))
+        column = header.index(key)
+        values.append(int(parse_number(row[column] if column < len(row) else None,
+                                       origins[-1], key)))
     mos = np.asarray(mos, np.float64)
-    lo, hi = mos_range if mos_range is not None else (mos.min(), mos.max())
+    # nanmin/nanmax: a NaN MOS is reported with its line by FileSource, not as a bad range.
+    lo, hi = mos_range if mos_range is not None else (np.nanmin(mos), np.nanmax(mos))
     if not hi > lo:
       raise ValueError(f'{dataset}: mos_range must have hi > lo, got ({lo}, {hi})')
     mos_norm = (mos - lo) / (hi - lo)
@@ -68,4 +72,4 @@ class CSVDataset(FileSource):
             for k, default in _OPTIONAL_INT_COLUMNS.items()}
     paths = [os.path.join(image_root, name) for name in names]
     super().__init__(dataset, paths, mos, mos_norm, ints['dist_type'], ints['dist_level'],
-                     ints['ref_id'], names, max_side)
+                     ints['ref_id'], names, max_side, origins)

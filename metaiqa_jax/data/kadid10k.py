@@ -11,7 +11,7 @@ import csv
 import os
 import re
 
-from metaiqa_jax.data.base import FileSource
+from metaiqa_jax.data.base import FileSource, parse_number
 from metaiqa_jax.data.labels import normalize_kadid
 
 _NAME = re.compile(r'^i(\d+)_(\d+)_(\d+)\.\w+$', re.IGNORECASE)
@@ -29,19 +29,23 @@ class KADID10k(FileSource):
     if not os.path.isfile(table):
       raise FileNotFoundError(f'KADID-10k: no dmos.csv in {root} (expected the native layout '
                               'kadid10k/dmos.csv + kadid10k/images/)')
-    paths, dmos, types, levels, refs, names = [], [], [], [], [], []
+    paths, dmos, types, levels, refs, names, origins = [], [], [], [], [], [], []
     with open(table, newline='') as f:
-      for line, row in enumerate(csv.DictReader(f), start=2):
-        match = _NAME.match(row['dist_img'].strip())
+      reader = csv.DictReader(f)
+      if not {'dist_img', 'dmos'} <= set(reader.fieldnames or ()):
+        raise ValueError(f'{table}:1: needs columns dist_img and dmos, has {reader.fieldnames}')
+      for line, row in enumerate(reader, start=2):
+        match = _NAME.match((row['dist_img'] or '').strip())
         if match is None:
           raise ValueError(f'{table}:{line}: dist_img {row["dist_img"]!r} is not like '
                            'I01_01_01.png')
         ref, dist_type, level = (int(g) for g in match.groups())
         names.append(row['dist_img'].strip())
         paths.append(os.path.join(root, 'images', names[-1]))
-        dmos.append(float(row['dmos']))
+        origins.append(f'{table}:{line}')
+        dmos.append(parse_number(row['dmos'], origins[-1], 'dmos'))
         types.append(dist_type)
         levels.append(level)
         refs.append(ref)
     super().__init__('KADID-10k', paths, dmos, normalize_kadid(dmos), types, levels, refs, names,
-                     max_side)
+                     max_side, origins)

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from metaiqa_jax.data.base import FileSource
+from metaiqa_jax.data.base import FileSource, parse_number
 from metaiqa_jax.data.labels import normalize_koniq
 
 RESOLUTIONS = ('1024x768', '512x384')
@@ -30,15 +30,16 @@ class KonIQ10k(FileSource):
     table = os.path.join(root, SCORES_CSV)
     if not os.path.isfile(table):
       raise FileNotFoundError(f'KonIQ-10k: no {SCORES_CSV} in {root}')
-    names, mos = [], []
+    names, mos, origins = [], [], []
     with open(table, newline='') as f:
       reader = csv.DictReader(f)
       if not {'image_name', 'MOS'} <= set(reader.fieldnames or ()):
-        raise ValueError(f'{table}: needs columns image_name and MOS, has {reader.fieldnames}')
-      for row in reader:
-        names.append(row['image_name'].strip())
-        mos.append(float(row['MOS']))
+        raise ValueError(f'{table}:1: needs columns image_name and MOS, has {reader.fieldnames}')
+      for line, row in enumerate(reader, start=2):
+        origins.append(f'{table}:{line}')
+        names.append((row['image_name'] or '').strip())
+        mos.append(parse_number(row['MOS'], origins[-1], 'MOS'))
     n = len(names)
     paths = [os.path.join(root, resolution, name) for name in names]
     super().__init__('KonIQ-10k', paths, mos, normalize_koniq(mos), np.full(n, -1), np.zeros(n),
-                     np.full(n, -1), names, max_side)
+                     np.full(n, -1), names, max_side, origins)

@@ -11,7 +11,7 @@ own numbering 1..24 (not KADID's), dist_level 1..5, ref_id 1..25.
 import os
 import re
 
-from metaiqa_jax.data.base import FileSource
+from metaiqa_jax.data.base import FileSource, parse_number
 from metaiqa_jax.data.labels import normalize_tid2013
 
 _NAME = re.compile(r'^i(\d+)_(\d+)_(\d+)\.bmp$', re.IGNORECASE)
@@ -28,7 +28,7 @@ class TID2013(FileSource):
       raise FileNotFoundError(f'TID2013: no mos_with_names.txt in {root}')
     on_disk = ({f.lower(): f for f in os.listdir(image_dir)} if os.path.isdir(image_dir)
                else {})
-    paths, mos, types, levels, refs, names = [], [], [], [], [], []
+    paths, mos, types, levels, refs, names, origins = [], [], [], [], [], [], []
     with open(table) as f:
       for line_no, line in enumerate(f, start=1):
         if not line.strip():
@@ -41,9 +41,10 @@ class TID2013(FileSource):
         name = fields[1]
         names.append(name)
         paths.append(os.path.join(image_dir, on_disk.get(name.lower(), name)))
-        mos.append(float(fields[0]))
+        origins.append(f'{table}:{line_no}')
+        mos.append(parse_number(fields[0], origins[-1], 'MOS'))
         types.append(dist_type)
         levels.append(level)
         refs.append(ref)
     super().__init__('TID2013', paths, mos, normalize_tid2013(mos), types, levels, refs, names,
-                     max_side)
+                     max_side, origins)
