@@ -456,7 +456,8 @@ def make_meta_step(apply_fn: ApplyFn, tx: optax.GradientTransformation, *, inner
       lr_updates, lr_opt = tx.update(aux['inner_lr_grads'], state.opt_state[1], state.inner_lr)
       opt_state = (params_opt, lr_opt)
       inner_lrs = optax.apply_updates(state.inner_lr, lr_updates)
-    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+    new_state = state.replace(step=state.step + 1,
+                              params=optax.apply_updates(state.params, updates),
                               batch_stats=aux['batch_stats'], opt_state=opt_state,
                               inner_lr=inner_lrs)
     metrics = {'loss': loss, 'support_loss': aux['support_loss'],
