@@ -52,10 +52,11 @@ def decode_image(file, name, max_side: Optional[int] = None) -> np.ndarray:
     with Image.open(file) as img:
       if max_side is not None and max(img.size) > max_side:
         img.draft('RGB', (max_side, max_side))
-      img = ImageOps.exif_transpose(img)
       img.load()
       if max_side is not None and max(img.size) > max_side:
         img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+      # Rotate after shrinking: the transposed copy is then small (the longer side is unchanged).
+      img = ImageOps.exif_transpose(img)
       return np.asarray(_to_rgb(img), dtype=np.uint8)
   except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
     raise ImageReadError(name, f'{type(e).__name__}: {e}') from e
