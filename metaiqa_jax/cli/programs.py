@@ -1,4 +1,4 @@
-"""absl mains of the training programs: `metaiqa-meta-train`, `-finetune`, `-evaluate`, `-lodo`.
+"""absl mains of the programs: `metaiqa-meta-train`, `-finetune`, `-evaluate`, `-lodo`, `-demo`.
 
 Each takes `--config=configs/NAME.py` (an ml_collections `get_config()` file; override any key
 with `--config.KEY=VALUE`; unknown keys are refused by name), `--workdir=DIR` (everything the run
@@ -7,32 +7,55 @@ writes; running again on the same DIR resumes) and `--distributed` (call
 same name in `metaiqa_jax.train`, which tests call directly.
 """
 
+import logging
+import signal
 import sys
 from typing import Callable
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from metaiqa_jax import checkpoints, configlib
+from metaiqa_jax import checkpoints, configlib, weights
 from metaiqa_jax.io import ImageReadError
+from metaiqa_jax.train.common import Preempted
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and reports.')
+_SMOKE = flags.DEFINE_bool('smoke', False, 'metaiqa-demo without --config: the toy-size demo '
+                           '(seconds; its numbers mean nothing).')
 _DISTRIBUTED = flags.DEFINE_bool('distributed', False,
                                  'Call jax.distributed.initialize() (multi-host clusters).')
 
+# Exit status after a graceful stop on SIGTERM (128 + 15, as if killed by it; schedulers requeue).
+PREEMPTED_EXIT_STATUS = 128 + signal.SIGTERM
+
 # Errors that are the user's input, not a bug: printed as one message, exit status 2.
 USER_ERRORS = (configlib.ConfigError, checkpoints.WorkdirError,
-               checkpoints.CheckpointMismatchError, ImageReadError, FileNotFoundError)
+               checkpoints.CheckpointMismatchError, ImageReadError, FileNotFoundError,
+               weights.UnsafePickleError, weights.TorchFileError, weights.WeightsFormatError)
 
 
-def _runner(name: str, program: Callable[[], Callable]) -> Callable[[], None]:
+class _QuietDependencies(logging.Filter):
+  """Drops INFO/DEBUG records logged from orbax (one per checkpoint file read or written)."""
+
+  def filter(self, record):
+    return record.levelno >= logging.WARNING or '/orbax/' not in record.pathname
+
+
+def _runner(name: str, program: Callable[[], Callable],
+            default_config: Callable[[], object] | None = None) -> Callable[[], None]:
   def main(argv):
     if len(argv) > 1:
       raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-    if _CONFIG.value is None or not _WORKDIR.value:
-      raise app.UsageError('--config and --workdir are required')
+    if not _WORKDIR.value:
+      raise app.UsageError('--workdir is required')
+    for handler in logging.getLogger().handlers + logging.getLogger('absl').handlers:
+      handler.addFilter(_QuietDependencies())
     config = _CONFIG.value
+    if config is None:
+      if default_config is None:
+        raise app.UsageError('--config is required')
+      config = default_config()
     if _DISTRIBUTED.value:
       config.distributed = True
     try:
@@ -40,6 +63,9 @@ def _runner(name: str, program: Callable[[], Callable]) -> Callable[[], None]:
     except USER_ERRORS as e:
       print(f'{name}: error: {e}', file=sys.stderr)
       sys.exit(2)
+    except Preempted as e:
+      print(f'{name}: {e}', file=sys.stderr)
+      sys.exit(PREEMPTED_EXIT_STATUS)
   return lambda: app.run(main)
 
 
@@ -63,7 +89,18 @@ def _lodo():
   return lodo
 
 
+def _demo():
+  from metaiqa_jax.train.demo import demo  # pylint: disable=g-import-not-at-top
+  return demo
+
+
+def _demo_config():
+  from metaiqa_jax.train.demo import demo_config  # pylint: disable=g-import-not-at-top
+  return demo_config(smoke=_SMOKE.value)
+
+
 meta_train = _runner('metaiqa-meta-train', _meta_train)
 finetune = _runner('metaiqa-finetune', _finetune)
 evaluate = _runner('metaiqa-evaluate', _evaluate)
 lodo = _runner('metaiqa-lodo', _lodo)
+demo = _runner('metaiqa-demo', _demo, _demo_config)

@@ -72,6 +72,21 @@ def check_files_exist(paths: Sequence[str], dataset: str,
                             f'missing: {shown}{more}')
 
 
+def verify_source(source) -> None:
+  """Decodes every image file of `source` and of the sources inside its views (`Concat`,
+  `Subset`); in-memory sources have nothing to check.
+
+  Raises:
+    UnreadableImagesError: from the first source with undecodable files.
+  """
+  if isinstance(source, FileSource):
+    source.verify()
+  for inner in getattr(source, 'sources', ()):
+    verify_source(inner)
+  if getattr(source, 'source', None) is not None:
+    verify_source(source.source)
+
+
 def normalize_index(index, length: int) -> int:
   """Python-style index (negative allowed) -> 0..length-1, IndexError when out of range."""
   i = int(index)

@@ -14,6 +14,11 @@ from metaiqa_jax import models
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
+class Preempted(RuntimeError):
+  """SIGTERM arrived; the state after the step in flight was checkpointed (the message says
+  which step and where)."""
+
+
 def build_model(model_config: ml_collections.ConfigDict) -> models.MetaIQA:
   """The MetaIQA module a config's `model` section describes."""
   return models.create_model(model_config.arch, model_config.width, model_config.num_classes,
@@ -25,18 +30,15 @@ def initial_variables(model: models.MetaIQA, init: str, rng: jax.Array, image_si
   """Random variables, or those of `init` (a PyTorch file or a checkpoint dir) for `model`.
 
   Raises:
-    ValueError: `init` holds another architecture (names the first mismatched key).
+    checkpoints.CheckpointMismatchError, weights.WeightsFormatError: `init` holds another
+      architecture or width (names the first mismatched key).
+    weights.UnsafePickleError: the PyTorch file tries to run code (nothing is run).
   """
   if not init:
     return models.init_variables(model, rng, image_size)
   if os.path.isdir(init):
     from metaiqa_jax import checkpoints  # pylint: disable=g-import-not-at-top
-    saved_config, variables = checkpoints.restore_variables(init)
-    expected = models.model_config(model)
-    if saved_config != expected:
-      raise ValueError(f'checkpoint {init} holds {saved_config}, but the config asks for '
-                       f'{expected}')
-    return variables
+    return checkpoints.restore_variables(init, models.model_config(model))[1]
   from metaiqa_jax import weights  # pylint: disable=g-import-not-at-top
   return weights.load_torch_weights(init, model=model)
 

@@ -18,7 +18,7 @@ import numpy as np
 import optax
 
 from metaiqa_jax import checkpoints, meta, metrics, models
-from metaiqa_jax.data import make_source, pipeline, splits
+from metaiqa_jax.data import base, make_source, pipeline, splits
 from metaiqa_jax.train import common, defaults, reporting, supervised
 
 
@@ -126,6 +126,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: str, *, source=None) ->
   model = common.build_model(config.model)
   apply_fn = models.make_apply_fn(model)
   source = build_source(config.finetune) if source is None else source
+  if config.data.verify_images:
+    base.verify_source(source)
   all_splits = load_or_make_splits(config.finetune, source, workdir, config.seed)
   selected = list(config.finetune.splits) or list(range(len(all_splits)))
   results = []

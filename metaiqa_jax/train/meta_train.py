@@ -5,10 +5,18 @@
 TensorBoard events, `report.json`. Started again on the same workdir it resumes from the
 latest readable checkpoint; meta-batch `s` is a function of (seed, s) only, so the resumed run
 sees the same data and gives the same result as an uninterrupted one.
+
+SIGTERM (what Slurm, Kubernetes and TPU/GCE preemption send first) is handled gracefully: the
+meta-step in flight finishes, its state is checkpointed and flushed to disk, and `Preempted` is
+raised (`common.Preempted`; the launch exits with status 143). SIGKILL cannot be caught; the run then resumes from
+the last checkpoint that was complete on disk.
 """
 
+import contextlib
 import logging
 import math
+import signal
+import threading
 from typing import Optional
 
 import jax
@@ -17,12 +25,27 @@ import numpy as np
 import optax
 
 from metaiqa_jax import checkpoints, meta, models
-from metaiqa_jax.data import make_source, splits, tasks, views
+from metaiqa_jax.data import base, make_source, splits, tasks, views
 from metaiqa_jax.train import common, defaults, evaluation, reporting
 
 
 class NonFiniteLossError(FloatingPointError):
   """A training loss became NaN or Inf; the message names the step and the last good checkpoint."""
+
+
+@contextlib.contextmanager
+def sigterm_requests():
+  """A list that SIGTERM appends to while the block runs (main thread only; elsewhere the
+  default handler stays and the list stays empty)."""
+  received = []
+  if threading.current_thread() is not threading.main_thread():
+    yield received
+    return
+  previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+  try:
+    yield received
+  finally:
+    signal.signal(signal.SIGTERM, previous)
 
 
 def build_source(data_config: ml_collections.ConfigDict):
@@ -86,6 +109,22 @@ def make_samplers(config, source):
   return train, val
 
 
+def make_validator(config, apply_fn, val_sampler):
+  """`validate(state) -> metrics`: meta-validation of a train state (adapt with the configured
+  inner loop to each validation task, score its query set; `evaluation.meta_validate`)."""
+  adapt_predict = evaluation.make_adapt_predict(
+      apply_fn, steps=config.meta.inner_steps, adapt=config.meta.adapt,
+      inner_optimizer=config.meta.inner_optimizer)
+  lrs = inner_lrs(config.meta)
+
+  def validate(state):
+    lr = state.inner_lr if state.inner_lr is not None else lrs
+    return evaluation.meta_validate(adapt_predict, lr, {'params': state.params,
+                                                        'batch_stats': state.batch_stats},
+                                    val_sampler, config.eval_tasks, seed=config.seed)
+  return validate
+
+
 def meta_train(config: ml_collections.ConfigDict, workdir: str, *,
                source=None) -> dict:
   """Runs (or resumes) meta-training; returns the report also written to workdir/report.json.
@@ -97,6 +136,8 @@ def meta_train(config: ml_collections.ConfigDict, workdir: str, *,
 
   Raises:
     NonFiniteLossError: the query loss became NaN/Inf; the last good checkpoint is kept.
+    common.Preempted: SIGTERM arrived; the state of the last finished step was checkpointed.
+    UnreadableImagesError: `config.data.verify_images` found image files that cannot be decoded.
   """
   defaults.validate(config)
   workdir = checkpoints.ensure_writable(workdir)
@@ -105,6 +146,8 @@ def meta_train(config: ml_collections.ConfigDict, workdir: str, *,
   model = common.build_model(config.model)
   apply_fn = models.make_apply_fn(model)
   source = build_source(config.data) if source is None else source
+  if config.data.verify_images:
+    base.verify_source(source)
   train_sampler, val_sampler = make_samplers(config, source)
 
   lrs = inner_lrs(config.meta)
@@ -129,43 +172,49 @@ def meta_train(config: ml_collections.ConfigDict, workdir: str, *,
       algorithm=config.meta.algorithm, task_map=config.meta.task_map or None,
       adapt=config.meta.adapt, remat=config.meta.remat,
       inner_optimizer=config.meta.inner_optimizer)
-  adapt_predict = evaluation.make_adapt_predict(
-      apply_fn, steps=config.meta.inner_steps, adapt=config.meta.adapt,
-      inner_optimizer=config.meta.inner_optimizer)
   task_slice = common.process_slice(config.meta.tasks_per_batch)
   rng = jax.random.key(config.seed)
-
-  def validate(state):
-    lr = state.inner_lr if state.inner_lr is not None else lrs
-    return evaluation.meta_validate(adapt_predict, lr, {'params': state.params,
-                                                        'batch_stats': state.batch_stats},
-                                    val_sampler, config.eval_tasks, seed=config.seed)
+  validate = make_validator(config, apply_fn, val_sampler)
 
   val, history = None, []
   bar = reporting.progress_bar(config.num_steps, initial=start, desc='meta-train',
                                enabled=primary)
-  for step in range(start, config.num_steps):
-    batch = jax.tree.map(lambda a: a[task_slice], train_sampler.sample(step))
-    state, step_metrics = step_fn(state, common.to_global(batch), jax.random.fold_in(rng, step))
-    done = step + 1
-    loss = float(step_metrics['loss'])
-    if not math.isfinite(loss):
-      ckpt.wait_until_finished()
-      good = ckpt.all_steps()
-      raise NonFiniteLossError(
-          f'meta-step {done}: query loss is {loss}; stopping. The last good checkpoint is '
-          f'step {good[-1] if good else "(none)"} in {ckpt.directory}')
-    bar.update(1)
-    reporting.show_metrics(bar, {'loss': loss} | ({'val_srocc': val['srocc']} if val else {}))
-    if done % config.log_every == 0 or done == config.num_steps:
-      run_log.log(done, 'train', step_metrics)
-    if done % config.eval_every == 0 or done == config.num_steps:
-      val = validate(state)
-      run_log.log(done, 'val', val)
-      history.append({'step': done, **val})
-    if done % config.checkpoint_every == 0 or done == config.num_steps:
-      ckpt.save(done, state, metrics={'val_srocc': val['srocc']} if val else None,
-                extra_json={'seed': config.seed})
+  with sigterm_requests() as sigterm:
+    for step in range(start, config.num_steps):
+      batch = jax.tree.map(lambda a: a[task_slice], train_sampler.sample(step))
+      state, step_metrics = step_fn(state, common.to_global(batch),
+                                    jax.random.fold_in(rng, step))
+      done = step + 1
+      loss = float(step_metrics['loss'])
+      if not math.isfinite(loss):
+        ckpt.wait_until_finished()
+        good = ckpt.all_steps()
+        raise NonFiniteLossError(
+            f'meta-step {done}: query loss is {loss}; stopping. The last good checkpoint is '
+            f'step {good[-1] if good else "(none)"} in {ckpt.directory}')
+      bar.update(1)
+      reporting.show_metrics(bar, {'loss': loss} | ({'val_srocc': val['srocc']} if val else {}))
+      if done % config.log_every == 0 or done == config.num_steps:
+        run_log.log(done, 'train', step_metrics)
+      evaluated = done % config.eval_every == 0 or done == config.num_steps
+      if evaluated:
+        val = validate(state)
+        run_log.log(done, 'val', val)
+        history.append({'step': done, **val})
+      saved = done % config.checkpoint_every == 0 or done == config.num_steps
+      if saved:
+        ckpt.save(done, state, metrics={'val_srocc': val['srocc']} if val else None,
+                  extra_json={'seed': config.seed})
+      if sigterm:
+        if not saved:  # Unranked unless just evaluated: a stale val must not make it "best".
+          ckpt.save(done, state, metrics={'val_srocc': val['srocc']} if evaluated else None,
+                    extra_json={'seed': config.seed})
+        ckpt.wait_until_finished()
+        run_log.close()
+        ckpt.close()
+        raise common.Preempted(f'SIGTERM received: stopped after meta-step {done}, saved as checkpoint '
+                        f'step {done} in {ckpt.directory}; run again on the same workdir to '
+                        'resume')
   bar.close()
   ckpt.wait_until_finished()
   if val is None:  # Resumed a finished run: evaluate the final state once more.
