@@ -7,6 +7,7 @@ Public API:
   adapt                          few-shot adaptation to a new distortion or dataset
 """
 
+from metaiqa_jax.adaptation import adapt
 from metaiqa_jax.models import create_model, init_variables, make_apply_fn
 from metaiqa_jax.scoring import score
 from metaiqa_jax.weights import load_torch_weights
