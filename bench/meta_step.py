@@ -263,7 +263,7 @@ def main():
       peer_tps = cfg['tasks'] / peer['step_s'] if peer else None
       ratio = ours_tps / peer_tps if peer else None
       mem_ratio = peer['max_rss_mb'] / ours['max_rss_mb'] if peer else None
-      fmt = lambda v, spec: format(v, spec) if v is not None else '-'
+      fmt = lambda v, spec: format(v, spec) if v is not None else format('-', spec[:-3])
       print(f'{shape_of(cfg):<58} {algorithm:>9} {ours_tps:>9.3f} {fmt(peer_tps, ">9.3f")} '
             f'{fmt(ratio, ">6.2f")} {ours["max_rss_mb"]:>8.0f} '
             f'{fmt(peer and peer["max_rss_mb"], ">8.0f")} {ours["first_s"]:>10.1f}', flush=True)

@@ -37,8 +37,13 @@ def mesh_axis(mesh: Mesh) -> str:
   return mesh.axis_names[0]
 
 
-def check_task_count(num_tasks: int, mesh: Mesh) -> None:
-  """Raises ValueError unless `num_tasks` splits evenly over the devices of `mesh`."""
+def check_task_count(num_local_tasks: int, mesh: Mesh) -> None:
+  """Raises ValueError unless the meta-batch splits evenly over the devices of `mesh`.
+
+  `num_local_tasks` is this process's share (the whole meta-batch on one host); every process
+  is assumed to pass the same number, as `put_tasks` requires.
+  """
+  num_tasks = num_local_tasks * jax.process_count()
   if num_tasks < 1 or num_tasks % mesh.size:
     raise ValueError(f'the meta-batch has {num_tasks} tasks, which cannot be split evenly over '
                      f'{mesh.size} devices: use a multiple of {mesh.size} tasks')
