@@ -201,20 +201,18 @@ def meta_train(config: ml_collections.ConfigDict, workdir: str, *,
         val = validate(state)
         run_log.log(done, 'val', val)
         history.append({'step': done, **val})
-      saved = done % config.checkpoint_every == 0 or done == config.num_steps
-      if saved:
-        ckpt.save(done, state, metrics={'val_srocc': val['srocc']} if val else None,
+      if done % config.checkpoint_every == 0 or done == config.num_steps or sigterm:
+        # Ranked only by a validation of this very step, so the kept "best" checkpoints do not
+        # depend on where a run was resumed.
+        ckpt.save(done, state, metrics={'val_srocc': val['srocc']} if evaluated else None,
                   extra_json={'seed': config.seed})
       if sigterm:
-        if not saved:  # Unranked unless just evaluated: a stale val must not make it "best".
-          ckpt.save(done, state, metrics={'val_srocc': val['srocc']} if evaluated else None,
-                    extra_json={'seed': config.seed})
         ckpt.wait_until_finished()
         run_log.close()
         ckpt.close()
-        raise common.Preempted(f'SIGTERM received: stopped after meta-step {done}, saved as checkpoint '
-                        f'step {done} in {ckpt.directory}; run again on the same workdir to '
-                        'resume')
+        raise common.Preempted(
+            f'SIGTERM received: stopped after meta-step {done}, saved as checkpoint step {done} '
+            f'in {ckpt.directory}; run again on the same workdir to resume')
   bar.close()
   ckpt.wait_until_finished()
   if val is None:  # Resumed a finished run: evaluate the final state once more.
