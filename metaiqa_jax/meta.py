@@ -37,12 +37,13 @@ tasks turns every convolution into a grouped one, which XLA's CPU backend runs v
 unrolled it took 26 s). `'map'` runs the tasks one after another in one XLA loop (`lax.scan`
 with a running sum, so only one task's activations are alive), `'unroll'` writes them out one
 after another in the program. All three compute the same mean. Defaults (`default_task_map`):
-'vmap' on GPU/TPU; 'map' on CPU, measured with `bench/meta_step.py --task-maps` on this
-project's 2-core machine (JAX 0.10.2, XLA CPU, shared with other jobs; MetaIQA ResNet-18 width
-0.125, head 1024-512, 4 tasks of 8 + 8 images, 32 px, K = 1, second order), seconds per step /
-first (compiling) step / peak RSS: vmap 0.555 / 55.8 / 1075 MB, map 0.217 / 29.2 / 897 MB,
-unroll 0.222 / 63.2 / 1151 MB. 'map' runs as fast as 'unroll', compiles the per-task program
-once instead of once per task, and keeps only one task's activations alive.
+'vmap' on GPU/TPU; 'unroll' on CPU, measured with `bench/meta_step.py` on this project's 2-core
+machine (JAX 0.10.2, XLA CPU, shared with other jobs, so noisy), seconds per step:
+* ResNet-18 width 0.125, 32 px, 4 tasks of 8 + 8, K = 1, second order: vmap 0.555, map 0.217,
+  unroll 0.222 (first step 55.8 / 29.2 / 63.2 s: 'map' compiles fastest);
+* ResNet-18 width 1, 64 px, 2 tasks of 8 + 8, K = 1, second order: map 14.2, unroll 11.1;
+* width 1, 224 px, same: map 400 s (first step 417 s); unrolled, DESIGN.md measured 26 s.
+'map' is the choice when compile time or memory matter more than step time.
 """
 
 from typing import Any, Callable, Mapping, Sequence
@@ -74,9 +75,9 @@ def mse(pred: jax.Array, target: jax.Array) -> jax.Array:
 
 
 def default_task_map(platform: str | None = None) -> str:
-  """'map' on CPU, 'vmap' elsewhere (measurements in the module docstring)."""
+  """'unroll' on CPU, 'vmap' elsewhere (measurements in the module docstring)."""
   platform = jax.default_backend() if platform is None else platform
-  return 'map' if platform == 'cpu' else 'vmap'
+  return 'unroll' if platform == 'cpu' else 'vmap'
 
 
 def _path_names(path) -> tuple[str, ...]:
