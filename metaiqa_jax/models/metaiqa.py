@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from metaiqa_jax.models.resnet import BatchNorm, ResNet, STAGE_SIZES
+from metaiqa_jax.models.resnet import BatchNorm, CONV_IMPLS, ResNet, STAGE_SIZES
 
 Variables = Mapping[str, Any]
 # apply_fn(variables, x, train, rngs) -> (scores (batch,), new model state {'batch_stats': ...}).
@@ -63,9 +63,10 @@ class MetaIQA(nn.Module):
   head_features: Sequence[int] = (1024, 512)
   dropout_rate: float = 0.5
   dtype: Any = jnp.float32
+  conv_impl: str | None = None
 
   def setup(self):
-    self.backbone = ResNet(self.arch, self.width, self.num_classes, self.dtype)
+    self.backbone = ResNet(self.arch, self.width, self.num_classes, self.dtype, self.conv_impl)
     self.head = MetaIQAHead(tuple(self.head_features), self.dropout_rate)
 
   def __call__(self, x, train: bool = False):
@@ -87,14 +88,20 @@ class ModelConfig:
 
 def create_model(arch: str = 'resnet18', width: float = 1.0, num_classes: int = 1000,
                  head_features: Sequence[int] = (1024, 512), dropout_rate: float = 0.5,
-                 dtype: Any = jnp.float32) -> MetaIQA:
-  """Returns the MetaIQA module. Defaults are the paper's model (ResNet-18, 1000 logits)."""
+                 dtype: Any = jnp.float32, conv_impl: str | None = None) -> MetaIQA:
+  """Returns the MetaIQA module. Defaults are the paper's model (ResNet-18, 1000 logits).
+
+  `dtype` (compute dtype of the convolutions) and `conv_impl` ('xla' | 'matmul' | 'auto' |
+  None: the backend's default, see `resnet.Conv`) change how the model runs, not its parameters.
+  """
   if arch not in STAGE_SIZES:
     raise ValueError(f'unknown arch {arch!r}; expected one of {sorted(STAGE_SIZES)}')
   if width <= 0:
     raise ValueError(f'width must be positive, got {width}')
+  if conv_impl not in (None, *CONV_IMPLS):
+    raise ValueError(f'conv_impl must be one of {CONV_IMPLS} or None; got {conv_impl!r}')
   return MetaIQA(arch, float(width), int(num_classes), tuple(int(f) for f in head_features),
-                 float(dropout_rate), dtype)
+                 float(dropout_rate), dtype, conv_impl)
 
 
 def model_config(model: MetaIQA) -> ModelConfig:

@@ -11,6 +11,7 @@ Submodule names follow torchvision with `.` replaced by `_` (`layer2_0/downsampl
 weight mapping in `metaiqa_jax.weights` is a rename plus a transpose.
 """
 
+import functools
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -64,12 +65,91 @@ class BatchNorm(nn.Module):
     return y.astype(self.dtype)
 
 
-def _conv(features, kernel, stride, padding, dtype, name):
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                 padding=((padding, padding), (padding, padding)), use_bias=False,
-                 dtype=dtype, param_dtype=jnp.float32,
-                 kernel_init=nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
-                 name=name)
+CONV_IMPLS = ('xla', 'matmul', 'auto')
+# 'auto' computes a convolution as a matmul when its output has at most this many pixels.
+# Measured per layer on the 2-core CPU (bench/convs.py, forward and first-order backward):
+# XLA's CPU convolution is 12-50x slower than the matmul form at 2x2 outputs (3x3 conv, 256-512
+# channels), 1.2-1.5x slower at 4x4 and 7x7, and 1.3-3x faster from 8x8 up (im2col copies 9x
+# the input there).
+MATMUL_MAX_OUTPUT_PIXELS = 7 * 7
+
+
+def default_conv_impl(platform: str | None = None) -> str:
+  """'matmul' on CPU, 'xla' elsewhere (GPU/TPU convolution libraries; not measured here).
+
+  On CPU, whole meta-steps (bench/meta_step.py, ResNet-18 width 1, 64 px, 2 tasks x (8+8),
+  K = 1) ran 4.4x (second order) and 3.2x (first order) faster with every convolution as a
+  matmul than with 'auto', and the second-order one 8.7x faster than with XLA's convolutions
+  alone: XLA's CPU convolution gradients (and their derivatives) are the bottleneck, beyond
+  what the per-layer timings show. Forward-only scoring picks its own implementation
+  (`metaiqa_jax.scoring`).
+  """
+  platform = jax.default_backend() if platform is None else platform
+  return 'matmul' if platform == 'cpu' else 'xla'
+
+
+class Conv(nn.Module):
+  """Bias-free square 2-D convolution (NHWC, kernel HWIO), `nn.Conv`'s parameter and init.
+
+  `impl` selects how it is computed, with the same result up to float32 rounding:
+  * 'xla': one `lax.conv_general_dilated` (XLA's convolution);
+  * 'matmul': im2col by strided slices of the padded input, concatenated on the channel axis
+    (`(batch, out_h, out_w, kernel * kernel * in_channels)`), times the kernel reshaped to
+    `(kernel * kernel * in_channels, features)`. Its gradients are slices, pads and matrix
+    products;
+  * 'auto': 'matmul' when the output has at most `MATMUL_MAX_OUTPUT_PIXELS` pixels, else 'xla';
+  * None: `default_conv_impl()` of the backend being traced for.
+
+  Input `(batch, H, W, C)`; output `(batch, H', W', features)` in `dtype`, with
+  `H' = (H + 2 * padding - kernel) // stride + 1`.
+  """
+  features: int
+  kernel: int
+  stride: int = 1
+  padding: int = 0
+  dtype: Dtype = jnp.float32
+  impl: str | None = None
+
+  @nn.compact
+  def __call__(self, x):
+    impl = default_conv_impl() if self.impl is None else self.impl
+    if impl not in CONV_IMPLS:
+      raise ValueError(f'conv impl must be one of {CONV_IMPLS} or None; got {impl!r}')
+    k, s, p = self.kernel, self.stride, self.padding
+    kernel = self.param('kernel', nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
+                        (k, k, x.shape[-1], self.features), jnp.float32)
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    out_h, out_w = (x.shape[1] + 2 * p - k) // s + 1, (x.shape[2] + 2 * p - k) // s + 1
+    if impl == 'auto':
+      impl = 'matmul' if out_h * out_w <= MATMUL_MAX_OUTPUT_PIXELS else 'xla'
+    if impl == 'xla':
+      return jax.lax.conv_general_dilated(x, kernel, (s, s), ((p, p), (p, p)),
+                                          dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0))) if p else x
+    patches = [x[:, i:i + s * (out_h - 1) + 1:s, j:j + s * (out_w - 1) + 1:s, :]
+               for i in range(k) for j in range(k)]
+    patches = patches[0] if len(patches) == 1 else jnp.concatenate(patches, axis=-1)
+    return jnp.dot(patches, kernel.reshape(-1, self.features))
+
+
+def max_pool_3x3_s2(x):
+  """3x3 max-pool, stride 2, padding 1 (torchvision's stem pool) on `(batch, H, W, C)`.
+
+  The maximum of the 9 strided slices of the (-inf) padded input: the same values as
+  `nn.max_pool`, and a backward pass of elementwise selects, where XLA's CPU backward of
+  `reduce_window` (select-and-scatter) is ~10x slower (BENCHMARKS.md). Gradients are the same
+  except between exactly tied window maxima (measure zero for real-valued inputs; a tie of ReLU
+  zeros carries no gradient either way).
+  """
+  x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+  out_h, out_w = (x.shape[1] - 3) // 2 + 1, (x.shape[2] - 3) // 2 + 1
+  windows = [x[:, i:i + 2 * (out_h - 1) + 1:2, j:j + 2 * (out_w - 1) + 1:2, :]
+             for i in range(3) for j in range(3)]
+  return functools.reduce(jnp.maximum, windows)
+
+
+def _conv(features, kernel, stride, padding, dtype, impl, name):
+  return Conv(features, kernel, stride, padding, dtype, impl, name=name)
 
 
 class BasicBlock(nn.Module):
@@ -77,17 +157,19 @@ class BasicBlock(nn.Module):
   features: int
   stride: int = 1
   dtype: Dtype = jnp.float32
+  conv_impl: str | None = None
   expansion = 1
 
   @nn.compact
   def __call__(self, x, train: bool):
     residual = x
-    y = _conv(self.features, 3, self.stride, 1, self.dtype, 'conv1')(x)
+    y = _conv(self.features, 3, self.stride, 1, self.dtype, self.conv_impl, 'conv1')(x)
     y = nn.relu(BatchNorm(dtype=self.dtype, name='bn1')(y, train))
-    y = _conv(self.features, 3, 1, 1, self.dtype, 'conv2')(y)
+    y = _conv(self.features, 3, 1, 1, self.dtype, self.conv_impl, 'conv2')(y)
     y = BatchNorm(dtype=self.dtype, name='bn2')(y, train)
     if residual.shape != y.shape:
-      residual = _conv(self.features, 1, self.stride, 0, self.dtype, 'downsample_conv')(x)
+      residual = _conv(self.features, 1, self.stride, 0, self.dtype, self.conv_impl,
+                       'downsample_conv')(x)
       residual = BatchNorm(dtype=self.dtype, name='downsample_bn')(residual, train)
     return nn.relu(y + residual)
 
@@ -97,19 +179,21 @@ class Bottleneck(nn.Module):
   features: int
   stride: int = 1
   dtype: Dtype = jnp.float32
+  conv_impl: str | None = None
   expansion = 4
 
   @nn.compact
   def __call__(self, x, train: bool):
     residual = x
-    y = _conv(self.features, 1, 1, 0, self.dtype, 'conv1')(x)
+    y = _conv(self.features, 1, 1, 0, self.dtype, self.conv_impl, 'conv1')(x)
     y = nn.relu(BatchNorm(dtype=self.dtype, name='bn1')(y, train))
-    y = _conv(self.features, 3, self.stride, 1, self.dtype, 'conv2')(y)
+    y = _conv(self.features, 3, self.stride, 1, self.dtype, self.conv_impl, 'conv2')(y)
     y = nn.relu(BatchNorm(dtype=self.dtype, name='bn2')(y, train))
-    y = _conv(self.features * 4, 1, 1, 0, self.dtype, 'conv3')(y)
+    y = _conv(self.features * 4, 1, 1, 0, self.dtype, self.conv_impl, 'conv3')(y)
     y = BatchNorm(dtype=self.dtype, name='bn3')(y, train)
     if residual.shape != y.shape:
-      residual = _conv(self.features * 4, 1, self.stride, 0, self.dtype, 'downsample_conv')(x)
+      residual = _conv(self.features * 4, 1, self.stride, 0, self.dtype, self.conv_impl,
+                       'downsample_conv')(x)
       residual = BatchNorm(dtype=self.dtype, name='downsample_bn')(residual, train)
     return nn.relu(y + residual)
 
@@ -127,11 +211,13 @@ class ResNet(nn.Module):
     width: channel multiplier (1.0 is torchvision's network; 0.125 gives 8-16-32-64 channels).
     num_classes: size of `fc` (1000 for ImageNet weights, as MetaIQA keeps it).
     dtype: compute dtype of convolutions (parameters stay float32).
+    conv_impl: 'xla' | 'matmul' | 'auto' | None (`Conv`; the parameters do not depend on it).
   """
   arch: str = 'resnet18'
   width: float = 1.0
   num_classes: int = 1000
   dtype: Dtype = jnp.float32
+  conv_impl: str | None = None
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -140,12 +226,13 @@ class ResNet(nn.Module):
     block_cls = Bottleneck if self.arch == 'resnet50' else BasicBlock
     x = x.astype(self.dtype)
     channels = stage_channels(self.width)
-    x = _conv(channels[0], 7, 2, 3, self.dtype, 'conv1')(x)
+    x = _conv(channels[0], 7, 2, 3, self.dtype, self.conv_impl, 'conv1')(x)
     x = nn.relu(BatchNorm(dtype=self.dtype, name='bn1')(x, train))
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    x = max_pool_3x3_s2(x)
     for stage, (blocks, features) in enumerate(zip(STAGE_SIZES[self.arch], channels)):
       for block in range(blocks):
         stride = 2 if stage > 0 and block == 0 else 1
-        x = block_cls(features, stride, self.dtype, name=f'layer{stage + 1}_{block}')(x, train)
+        x = block_cls(features, stride, self.dtype, self.conv_impl,
+                      name=f'layer{stage + 1}_{block}')(x, train)
     x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     return nn.Dense(self.num_classes, dtype=jnp.float32, name='fc')(x)
