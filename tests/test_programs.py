@@ -1,4 +1,4 @@
-"""End to end on the CPU: meta-train -> fine-tune -> evaluate -> score -> LODO, and resume.
+"""End to end on the CPU: meta-train -> fine-tune -> evaluate -> score -> LODO.
 
 Tiny model (width 1/16, 10 logits, head (16, 8)), 32 px inputs, a 3-type synthetic bank of
 48 px photos. Each program is called through the same function its launch calls.
@@ -6,12 +6,7 @@ Tiny model (width 1/16, 10 logits, head (16, 8)), 32 px inputs, a 3-type synthet
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
-import jax
 import numpy as np
 import pytest
 
@@ -23,7 +18,7 @@ TYPES = (1, 10, 16)  # Gaussian blur, JPEG, brighten.
 
 
 def tiny_config():
-  """A valid config small enough for a CPU test (also used by the resume subprocess)."""
+  """A valid config small enough for a CPU test (also used by the fault suite's subprocesses)."""
   c = defaults.base_config()
   c.model.width = 0.0625
   c.model.num_classes = 10
@@ -153,52 +148,5 @@ def test_invalid_config_is_rejected_by_key_before_anything_runs(tmp_path, source
   assert not os.listdir(tmp_path)
 
 
-_WORKER = """
-import sys
-sys.path.insert(0, {tests!r})
-import test_programs
-from metaiqa_jax.train import meta_train
-config = test_programs.tiny_config()
-config.num_steps = 6
-config.checkpoint_every = 1
-config.eval_every = 3
-meta_train.meta_train(config, {workdir!r}, source=test_programs.tiny_source())
-"""
-
-
-def _run_worker(workdir, kill_after_step=None):
-  code = _WORKER.format(tests=os.path.dirname(__file__), workdir=str(workdir))
-  proc = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE)
-  if kill_after_step is None:
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err.decode()[-3000:]
-    return
-  ckpt_dir = os.path.join(workdir, 'checkpoints')
-  deadline = time.time() + 600
-  while time.time() < deadline and proc.poll() is None:
-    steps = [int(s) for s in os.listdir(ckpt_dir) if s.isdigit()] if os.path.isdir(
-        ckpt_dir) else []
-    if steps and max(steps) >= kill_after_step:
-      proc.send_signal(signal.SIGKILL)
-      break
-    time.sleep(0.05)
-  proc.wait()
-  assert proc.returncode == -signal.SIGKILL, 'the run finished before it could be killed'
-
-
-def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
-  straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
-  _run_worker(straight)
-  _run_worker(resumed, kill_after_step=2)
-  assert max(int(s) for s in os.listdir(resumed / 'checkpoints') if s.isdigit()) < 6
-  _run_worker(resumed)
-  a = json.load(open(straight / 'report.json'))
-  b = json.load(open(resumed / 'report.json'))
-  assert a['final_val'] == b['final_val']
-  logged = lambda d: [(e['step'], e['metrics']['loss']) for e in reporting.read_metrics(d, 'train')]
-  assert logged(straight) == logged(resumed)
-  _, va = checkpoints.restore_variables(str(straight))
-  _, vb = checkpoints.restore_variables(str(resumed))
-  for x, y in zip(jax.tree.leaves(va), jax.tree.leaves(vb)):
-    np.testing.assert_array_equal(x, y)
+# Resuming a run killed with SIGKILL (and stopped with SIGTERM) to the uninterrupted result is
+# tested in tests/faults/test_fault_preemption.py.

@@ -44,7 +44,7 @@ def demo_config(smoke: bool = False) -> ml_collections.ConfigDict:
   tiny model); its numbers mean nothing.
   """
   c = defaults.base_config()
-  c.model.width = 0.25                  # 16-32-64-128 channels.
+  c.model.width = 0.125                 # 8-16-32-64 channels.
   c.model.num_classes = 64
   c.model.head_features = (64, 32)
   c.model.dropout_rate = 0.2
@@ -63,16 +63,17 @@ def demo_config(smoke: bool = False) -> ml_collections.ConfigDict:
   c.optim.lr = 1e-3
   c.optim.head_lr = 1e-3
   c.optim.schedule = 'cosine'
-  c.optim.decay_steps = 300
-  c.num_steps = 300
+  c.optim.decay_steps = 500
+  c.num_steps = 500
   c.log_every = 10
-  c.eval_every = 100
-  c.checkpoint_every = 100
+  c.eval_every = 250
+  c.checkpoint_every = 250
   c.eval_tasks = 2
   c.lodo.shots = (0, 5, 10, 20)
-  c.lodo.adapt_steps = (5,)
+  c.lodo.adapt_steps = (1,)            # = meta.inner_steps: the procedure meta-training optimised.
   c.lodo.adapt_lr = 0.05
   c.lodo.test_size = 0
+  c.demo.seeds = 8
   if smoke:
     c.model.width = 0.0625
     c.model.num_classes = 10
@@ -104,6 +105,11 @@ def split_photos(bank, held_out_photos: int, seed: int) -> np.ndarray:
   return np.sort(np.random.default_rng(seed).choice(photos, held_out_photos, replace=False))
 
 
+def training_source(bank, test_photos) -> views.Subset:
+  """The bank without the held-out photos (all types: meta-training drops the held-out ones)."""
+  return views.Subset(bank, np.flatnonzero(~np.isin(bank.metadata()['ref_id'], test_photos)))
+
+
 def t_interval(values) -> tuple[float, float, float]:
   """Mean and 95% Student-t interval half-width of `values` (NaNs dropped)."""
   v = np.asarray(values, np.float64)
@@ -122,7 +128,7 @@ def summarise(rows, keys) -> list[dict]:
   for row in rows:
     groups.setdefault(tuple(row[k] for k in keys), []).append(row)
   out = []
-  for key, group in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
+  for key, group in sorted(groups.items()):
     entry = dict(zip(keys, key))
     for name in ('srocc', 'plcc'):
       mean, half, n = t_interval([r[name] for r in group])
@@ -172,8 +178,7 @@ def demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise ValueError(f'config.demo.held_out_types: {sorted(unknown)} are not KADID types 1..25')
   bank = SyntheticBank(max_side=config.data.synthetic_max_side, seed=config.seed)
   test_photos = split_photos(bank, config.demo.held_out_photos, config.seed)
-  train_source = views.Subset(bank, np.flatnonzero(~np.isin(bank.metadata()['ref_id'],
-                                                            test_photos)))
+  train_source = training_source(bank, test_photos)
   train_config = ml_collections.ConfigDict(config.to_dict())
   train_config.data.held_out_types = tuple(config.demo.held_out_types)
   meta_train.meta_train(train_config, os.path.join(workdir, 'meta'), source=train_source)

@@ -6,17 +6,9 @@ TensorBoard events, `report.json`. Started again on the same workdir it resumes 
 latest readable checkpoint; meta-batch `s` is a function of (seed, s) only, so the resumed run
 sees the same data and gives the same result as an uninterrupted one.
 
-SIGTERM (what Slurm, Kubernetes and TPU/GCE preemption send first) is handled gracefully: the
-meta-step in flight finishes, its state is checkpointed and flushed to disk, and `Preempted` is
-raised (`common.Preempted`; the launch exits with status 143). SIGKILL cannot be caught; the run then resumes from
-the last checkpoint that was complete on disk.
+Preemption (SIGTERM, SIGKILL), NaN losses and resuming are handled by `loop.run_steps`.
 """
 
-import contextlib
-import logging
-import math
-import signal
-import threading
 from typing import Optional
 
 import jax
@@ -26,26 +18,7 @@ import optax
 
 from metaiqa_jax import checkpoints, meta, models
 from metaiqa_jax.data import base, make_source, splits, tasks, views
-from metaiqa_jax.train import common, defaults, evaluation, reporting
-
-
-class NonFiniteLossError(FloatingPointError):
-  """A training loss became NaN or Inf; the message names the step and the last good checkpoint."""
-
-
-@contextlib.contextmanager
-def sigterm_requests():
-  """A list that SIGTERM appends to while the block runs (main thread only; elsewhere the
-  default handler stays and the list stays empty)."""
-  received = []
-  if threading.current_thread() is not threading.main_thread():
-    yield received
-    return
-  previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
-  try:
-    yield received
-  finally:
-    signal.signal(signal.SIGTERM, previous)
+from metaiqa_jax.train import common, defaults, evaluation, loop, reporting
 
 
 def build_source(data_config: ml_collections.ConfigDict):
@@ -135,7 +108,7 @@ def meta_train(config: ml_collections.ConfigDict, workdir: str, *,
     source: optional prebuilt meta-training source (tests, LODO); default `build_source`.
 
   Raises:
-    NonFiniteLossError: the query loss became NaN/Inf; the last good checkpoint is kept.
+    loop.NonFiniteLossError: the query loss became NaN/Inf; the last good checkpoint is kept.
     common.Preempted: SIGTERM arrived; the state of the last finished step was checkpointed.
     UnreadableImagesError: `config.data.verify_images` found image files that cannot be decoded.
   """
@@ -156,17 +129,6 @@ def meta_train(config: ml_collections.ConfigDict, workdir: str, *,
   variables = common.initial_variables(model, config.model.init, jax.random.key(config.seed),
                                        config.data.image_size)
   state = meta.init_meta_state(variables, tx, meta_sgd=config.meta.meta_sgd, inner_lr=lrs)
-  ckpt = checkpoints.Checkpointer(workdir, model_config=models.model_config(model),
-                                  keep_latest=config.keep_checkpoints,
-                                  keep_best=config.keep_best, best_metric='val_srocc')
-  restored = ckpt.restore_latest(state)
-  start = 0
-  if restored is not None:
-    start, state, _ = restored
-    logging.info('resuming %s from step %d', workdir, start)
-  run_log = reporting.RunLogger(workdir, is_primary=primary,
-                                resume_step=start if restored is not None else None)
-
   step_fn = meta.make_meta_step(
       apply_fn, tx, inner_steps=config.meta.inner_steps, inner_lr=lrs,
       algorithm=config.meta.algorithm, task_map=config.meta.task_map or None,
@@ -174,54 +136,18 @@ def meta_train(config: ml_collections.ConfigDict, workdir: str, *,
       inner_optimizer=config.meta.inner_optimizer)
   task_slice = common.process_slice(config.meta.tasks_per_batch)
   rng = jax.random.key(config.seed)
-  validate = make_validator(config, apply_fn, val_sampler)
 
-  val, history = None, []
-  bar = reporting.progress_bar(config.num_steps, initial=start, desc='meta-train',
-                               enabled=primary)
-  with sigterm_requests() as sigterm:
-    for step in range(start, config.num_steps):
-      batch = jax.tree.map(lambda a: a[task_slice], train_sampler.sample(step))
-      state, step_metrics = step_fn(state, common.to_global(batch),
-                                    jax.random.fold_in(rng, step))
-      done = step + 1
-      loss = float(step_metrics['loss'])
-      if not math.isfinite(loss):
-        ckpt.wait_until_finished()
-        good = ckpt.all_steps()
-        raise NonFiniteLossError(
-            f'meta-step {done}: query loss is {loss}; stopping. The last good checkpoint is '
-            f'step {good[-1] if good else "(none)"} in {ckpt.directory}')
-      bar.update(1)
-      reporting.show_metrics(bar, {'loss': loss} | ({'val_srocc': val['srocc']} if val else {}))
-      if done % config.log_every == 0 or done == config.num_steps:
-        run_log.log(done, 'train', step_metrics)
-      evaluated = done % config.eval_every == 0 or done == config.num_steps
-      if evaluated:
-        val = validate(state)
-        run_log.log(done, 'val', val)
-        history.append({'step': done, **val})
-      if done % config.checkpoint_every == 0 or done == config.num_steps or sigterm:
-        # Ranked only by a validation of this very step, so the kept "best" checkpoints do not
-        # depend on where a run was resumed.
-        ckpt.save(done, state, metrics={'val_srocc': val['srocc']} if evaluated else None,
-                  extra_json={'seed': config.seed})
-      if sigterm:
-        ckpt.wait_until_finished()
-        run_log.close()
-        ckpt.close()
-        raise common.Preempted(
-            f'SIGTERM received: stopped after meta-step {done}, saved as checkpoint step {done} '
-            f'in {ckpt.directory}; run again on the same workdir to resume')
-  bar.close()
-  ckpt.wait_until_finished()
-  if val is None:  # Resumed a finished run: evaluate the final state once more.
-    val = validate(state)
-  report = {'program': 'meta_train', 'steps': config.num_steps, 'final_val': val,
-            'val_history': history, 'best_step': ckpt.best_step(),
-            'train_types': list(train_sampler.types), 'config': config.to_dict()}
+  def one_step(state, step):
+    batch = jax.tree.map(lambda a: a[task_slice], train_sampler.sample(step))
+    return step_fn(state, common.to_global(batch), jax.random.fold_in(rng, step))
+
+  result = loop.run_steps(config, workdir, model=model, state=state, step_fn=one_step,
+                          validate=make_validator(config, apply_fn, val_sampler),
+                          name='meta-step', loss_name='query loss', primary=primary)
+  report = {'program': 'meta_train', 'steps': config.num_steps,
+            'final_val': result['final_val'], 'val_history': result['val_history'],
+            'best_step': result['best_step'], 'train_types': list(train_sampler.types),
+            'config': config.to_dict()}
   if primary:
     reporting.write_report(workdir, report)
-  run_log.close()
-  ckpt.close()
   return report

@@ -1,0 +1,71 @@
+"""The demo pipeline at toy size (`demo_config(smoke=True)`): structure of what it writes.
+
+Its numbers mean nothing at this size; the measured demo is in the README.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from metaiqa_jax.data import SyntheticBank
+from metaiqa_jax.train import demo
+
+
+@pytest.fixture(scope='module')
+def smoke_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('demo')
+  return workdir, demo.demo(demo.demo_config(smoke=True), str(workdir))
+
+
+def test_demo_writes_rows_for_every_method_type_k_and_seed(smoke_run):
+  workdir, report = smoke_run
+  config = demo.demo_config(smoke=True)
+  rows = json.load(open(workdir / 'report.json'))['results']
+  expected = {(m, t, k, s) for m in demo.METHODS for t in config.demo.held_out_types
+              for k in config.lodo.shots for s in range(config.demo.seeds)}
+  assert {(r['method'], r['held_out_type'], r['k'], r['seed']) for r in rows} == expected
+  for row in rows:
+    assert set(row) >= {'method', 'held_out_type', 'k', 'seed', 'srocc', 'plcc'}
+    assert np.isnan(row['srocc']) or -1 <= row['srocc'] <= 1
+  assert report['held_out_types'] == {10: 'JPEG', 11: 'AWGN'}
+  assert os.path.getsize(workdir / 'srocc_vs_k.png') > 0
+  assert '| method | k | SROCC | PLCC | n |' in open(workdir / 'summary.md').read()
+
+
+def test_demo_summary_is_the_mean_over_types_then_draws(smoke_run):
+  _, report = smoke_run
+  rows = [r for r in report['results'] if r['method'] == 'scratch' and r['k'] == 0]
+  per_draw = [np.mean([r['srocc'] for r in rows if r['seed'] == s])
+              for s in sorted({r['seed'] for r in rows})]
+  entry = next(e for e in report['summary'] if e['method'] == 'scratch' and e['k'] == 0)
+  np.testing.assert_allclose(entry['srocc'], np.mean(per_draw))
+  assert entry['n'] == len(per_draw)
+
+
+def test_training_never_sees_held_out_types_or_photos(smoke_run):
+  workdir, report = smoke_run
+  for run in ('meta', 'multitask'):
+    trained = json.load(open(workdir / run / 'report.json'))['train_types']
+    assert not set(trained) & set(report['held_out_types'])
+    assert len(trained) == 25 - len(report['held_out_types'])
+  assert len(report['held_out_photos']) == demo.demo_config(smoke=True).demo.held_out_photos
+
+
+def test_training_source_drops_exactly_the_held_out_photos():
+  bank = SyntheticBank(types=(10,), levels=(1, 2), max_side=48, progress=False)
+  test_photos = demo.split_photos(bank, 3, seed=0)
+  kept = demo.training_source(bank, test_photos).metadata()['ref_id']
+  all_photos = set(bank.metadata()['ref_id'])
+  assert set(kept) == all_photos - set(test_photos) and len(test_photos) == 3
+  assert len(kept) == 2 * (len(all_photos) - 3)
+
+
+def test_t_interval_matches_scipy():
+  values = [0.1, 0.4, 0.35, 0.2]
+  mean, half, n = demo.t_interval(values + [float('nan')])
+  import scipy.stats  # pylint: disable=g-import-not-at-top
+  low, high = scipy.stats.t.interval(0.95, 3, loc=np.mean(values), scale=scipy.stats.sem(values))
+  np.testing.assert_allclose([mean - half, mean + half], [low, high])
+  assert n == 4
