@@ -422,7 +422,8 @@ def make_meta_step(apply_fn: ApplyFn, tx: optax.GradientTransformation, *, inner
     divisible by the device count (checked before compiling); `rng` a PRNG key. `metrics` holds
     float32 scalars `loss` (mean query loss after adaptation), `support_loss` (before
     adaptation) and `grad_norm` (global norm of the averaged meta-gradient). Shapes and dtypes
-    fixed, it compiles once.
+    fixed, it compiles once. `step.lower(state, tasks, rng)` returns the lowered program
+    (`.compile().memory_analysis()`, `.cost_analysis()`).
   """
   mesh = parallel.make_mesh() if mesh is None else mesh
   parallel.mesh_axis(mesh)
@@ -468,11 +469,17 @@ def make_meta_step(apply_fn: ApplyFn, tx: optax.GradientTransformation, *, inner
   jitted = jax.jit(step, donate_argnums=(0,) if donate else ())
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
-  def meta_step(state: MetaTrainState, tasks: Mapping[str, tuple], rng: jax.Array):
+  def place(state, tasks, rng):
     parallel.check_task_count(_check_tasks(tasks), mesh)
     # Inputs placed as the outputs come back (no-op from the second step on), so the first and
     # later steps hit the same compiled program.
     state, rng = jax.device_put((state, rng), replicated)
-    return jitted(state, parallel.put_tasks(tasks, mesh), rng)
+    return state, parallel.put_tasks(tasks, mesh), rng
 
+  def meta_step(state: MetaTrainState, tasks: Mapping[str, tuple], rng: jax.Array):
+    return jitted(*place(state, tasks, rng))
+
+  # `meta_step.lower(state, tasks, rng)`: the `jax.stages.Lowered` program of a step, for
+  # ahead-of-time compilation and XLA's cost and memory analyses (bench/meta_step.py).
+  meta_step.lower = lambda state, tasks, rng: jitted.lower(*place(state, tasks, rng))
   return meta_step

@@ -322,6 +322,8 @@ def test_meta_step_compiles_once_and_updates_state(cnn_problem):
     state, metrics = step(state, tasks, jax.random.key(i))
   assert len(traces) == traced, 'meta step retraced'
   assert int(state.step) == 3
+  memory = step.lower(state, tasks, jax.random.key(3)).compile().memory_analysis()
+  assert memory.temp_size_in_bytes > 0  # The compiled step's buffer plan (bench/meta_step.py).
   assert max_abs_diff(state.batch_stats, variables['batch_stats']) > 1e-3
   assert max_abs_diff(state.params, variables['params']) > 1e-3
 

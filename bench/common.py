@@ -1,0 +1,205 @@
+"""Shared pieces of the benchmarks: timing, the machine's measured peak, result files, tables.
+
+Every benchmark writes `bench/results/NAME.json`, a list of rows
+`{metric, ours, peer, ratio, unit, shape}` (ratio > 1: we are better), plus a `machine` row
+(`unit` 'info') recording where and under which load it ran.
+"""
+
+import json
+import os
+import pathlib
+import platform
+import resource
+import time
+
+RESULTS = pathlib.Path(__file__).parent / 'results'
+
+
+def max_rss_mb() -> float:
+  """Peak resident memory of this process so far, MiB (Linux reports KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def time_calls(fn, repeats: int) -> tuple[float, float]:
+  """Seconds of the first call of `fn()` (compile / warm-up), then the mean of `repeats` more.
+
+  `fn` must block until its result is ready.
+  """
+  start = time.perf_counter()
+  fn()
+  first = time.perf_counter() - start
+  start = time.perf_counter()
+  for _ in range(repeats):
+    fn()
+  return first, (time.perf_counter() - start) / max(repeats, 1)
+
+
+def best_of(fn, repeats: int, rounds: int = 3) -> float:
+  """Seconds per call of `fn()` (already warm): the best of `rounds` means of `repeats` calls.
+
+  The best round is the least disturbed by other jobs on a shared machine.
+  """
+  means = []
+  for _ in range(rounds):
+    start = time.perf_counter()
+    for _ in range(repeats):
+      fn()
+    means.append((time.perf_counter() - start) / repeats)
+  return min(means)
+
+
+def jax_peak_flops(n: int = 2048, repeats: int = 5) -> float:
+  """Measured float32 FLOP/s of XLA's CPU (or the default device's) matmul, `n` x `n` x `n`.
+
+  This is the practical peak the other figures are a fraction of (2 n^3 FLOPs per product).
+  """
+  import jax
+  import jax.numpy as jnp
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+  matmul = jax.jit(jnp.dot)
+  matmul(a, b).block_until_ready()
+  seconds = best_of(lambda: matmul(a, b).block_until_ready(), repeats, rounds=5)
+  return 2 * n ** 3 / seconds
+
+
+def torch_peak_flops(n: int = 2048, repeats: int = 5) -> float | None:
+  """The same measurement with `torch.mm` (a cross-check of the peak), None without torch."""
+  try:
+    import torch
+  except ImportError:
+    return None
+  torch.set_num_threads(os.cpu_count())
+  a, b = (torch.randn(n, n, device=torch_device()) for _ in range(2))
+  run = lambda: (torch.mm(a, b), torch_sync())
+  run()
+  return 2 * n ** 3 / best_of(run, repeats)
+
+
+def peak_row() -> tuple[float, dict]:
+  """(XLA float32 matmul FLOP/s, its result row with torch's as the peer), printed."""
+  peak, torch_peak = jax_peak_flops(), torch_peak_flops()
+  result = row('float32 matmul peak (2048^3)', peak / 1e9, torch_peak and torch_peak / 1e9,
+               'GFLOP/s', f'{os.cpu_count()} threads; ours XLA, peer torch.mm')
+  print_rows([result])
+  return peak, result
+
+
+def traced_flops(jitted, *args) -> float | None:
+  """FLOPs XLA counts for one call of `jitted(*args)`, or None.
+
+  `Lowered.cost_analysis()`: the program before optimisation, traced but not compiled (a
+  `lax.scan` body counts once, whatever the trip count).
+  """
+  cost = jitted.lower(*args).cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost['flops']) if cost and 'flops' in cost else None
+
+
+def load_average() -> str:
+  return ' '.join(f'{v:.2f}' for v in os.getloadavg())
+
+
+def machine() -> dict:
+  """nproc, CPU model, RAM and versions of the running interpreter's libraries."""
+  info = {'nproc': os.cpu_count(), 'python': platform.python_version(),
+          'XLA_FLAGS': os.environ.get('XLA_FLAGS', '')}
+  try:
+    cpuinfo = pathlib.Path('/proc/cpuinfo').read_text()
+    info['cpu'] = next(line.split(':', 1)[1].strip() for line in cpuinfo.splitlines()
+                       if line.startswith('model name'))
+    meminfo = pathlib.Path('/proc/meminfo').read_text().split()
+    info['ram_gib'] = round(int(meminfo[meminfo.index('MemTotal:') + 1]) / 2 ** 20, 1)
+  except (OSError, StopIteration, ValueError):
+    pass
+  for name in ('jax', 'jaxlib', 'flax', 'torch'):
+    try:
+      info[name] = __import__(name).__version__
+    except ImportError:
+      pass
+  return info
+
+
+def row(metric, ours, peer, unit, shape, higher_is_better=True) -> dict:
+  """One result row; `ratio` > 1 when ours is better (higher, or lower for times/memory)."""
+  ratio = None
+  if ours and peer:
+    ratio = ours / peer if higher_is_better else peer / ours
+  return {'metric': metric, 'ours': ours, 'peer': peer, 'ratio': ratio, 'unit': unit,
+          'shape': shape}
+
+
+def print_rows(rows) -> None:
+  fmt = lambda v: '-' if v is None else (f'{v:.4g}' if isinstance(v, float) else str(v))
+  print(f"{'metric':<42} {'ours':>10} {'peer':>10} {'ratio':>6} {'unit':<8} shape")
+  for r in rows:
+    print(f"{r['metric']:<42} {fmt(r['ours']):>10} {fmt(r['peer']):>10} {fmt(r['ratio']):>6} "
+          f"{r['unit']:<8} {r['shape']}", flush=True)
+
+
+def write_rows(name: str, rows, append: bool = False, out: str | None = None) -> pathlib.Path:
+  """Writes `rows` (plus a `machine` info row) to `bench/results/NAME.json`.
+
+  With `append`, rows of the same (metric, shape) already in the file are replaced, others kept.
+  """
+  path = pathlib.Path(out) if out else RESULTS / f'{name}.json'
+  path.parent.mkdir(parents=True, exist_ok=True)
+  info = {'metric': 'machine', 'ours': None, 'peer': None, 'ratio': None, 'unit': 'info',
+          'shape': json.dumps(machine() | {'loadavg_at_end': load_average()})}
+  rows = list(rows) + [info]
+  if append and path.exists():
+    fresh = {(r['metric'], r['shape']) for r in rows}
+    rows = [r for r in json.loads(path.read_text())
+            if (r['metric'], r['shape']) not in fresh and r['metric'] != 'machine'] + rows
+  path.write_text(json.dumps(rows, indent=1) + '\n')
+  print(f'wrote {path}')
+  return path
+
+
+def torch_device():
+  """'cuda' when PyTorch sees a GPU (the peers then run there), else 'cpu'."""
+  import torch
+  return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+
+
+def torch_sync() -> None:
+  """Waits for queued GPU work (timings of asynchronous CUDA calls); no-op on CPU."""
+  import torch
+  if torch.cuda.is_available():
+    torch.cuda.synchronize()
+
+
+def torch_metaiqa(width: float):
+  """torchvision-structured ResNet-18 (width multiplier) + the MetaIQA head, as `nn.Module`."""
+  import torch
+  from torch import nn
+
+  class Block(nn.Module):
+    def __init__(self, cin, cout, stride):
+      super().__init__()
+      self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+      self.bn1 = nn.BatchNorm2d(cout)
+      self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+      self.bn2 = nn.BatchNorm2d(cout)
+      self.downsample = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                       nn.BatchNorm2d(cout))
+                         if stride != 1 or cin != cout else nn.Identity())
+
+    def forward(self, x):
+      y = torch.relu(self.bn1(self.conv1(x)))
+      return torch.relu(self.bn2(self.conv2(y)) + self.downsample(x))
+
+  channels = [max(1, round(c * width)) for c in (64, 128, 256, 512)]
+  layers, cin = [], channels[0]
+  for stage, cout in enumerate(channels):
+    for block in range(2):
+      layers.append(Block(cin, cout, 2 if stage > 0 and block == 0 else 1))
+      cin = cout
+  backbone = nn.Sequential(nn.Conv2d(3, channels[0], 7, 2, 3, bias=False),
+                           nn.BatchNorm2d(channels[0]), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
+                           *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                           nn.Linear(channels[-1], 1000))
+  head = nn.Sequential(nn.Linear(1000, 1024), nn.BatchNorm1d(1024), nn.PReLU(), nn.Dropout(0.5),
+                       nn.Linear(1024, 512), nn.BatchNorm1d(512), nn.PReLU(), nn.Dropout(0.5),
+                       nn.Linear(512, 1), nn.Sigmoid())
+  return nn.Sequential(nn.Sequential(backbone), head)
