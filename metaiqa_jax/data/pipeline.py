@@ -12,24 +12,16 @@ import grain
 import numpy as np
 
 from metaiqa_jax import preprocess
+from metaiqa_jax.data import views
 
 
-class _Subset:
+class _Subset(views.Subset):
   """Records `indices` of `source`, each tagged with its source index (grain data source)."""
 
   def __init__(self, source, indices: Sequence[int]):
-    self.source = source
-    self.indices = np.asarray(indices, np.int64)
-    if self.indices.ndim != 1 or len(self.indices) == 0:
-      raise ValueError(f'indices must be a non-empty 1-D sequence, got shape '
-                       f'{self.indices.shape}')
-    bad = (self.indices < 0) | (self.indices >= len(source))
-    if bad.any():
-      raise IndexError(f'indices {self.indices[bad][:5].tolist()} out of range for a source of '
-                       f'{len(source)} records')
-
-  def __len__(self) -> int:
-    return len(self.indices)
+    super().__init__(source, indices)
+    if len(self.indices) == 0:
+      raise ValueError('indices must be a non-empty 1-D sequence, got none')
 
   def __getitem__(self, i: int) -> Dict:
     index = int(self.indices[i])
