@@ -10,8 +10,7 @@ labelled with the KADID-10k human mean for each (type, level). 5 types (lens blu
 saturation, JPEG, white noise, pixelate) and 3 photos are held out; ResNet-18 at width 0.125,
 64 px inputs, 500 meta-steps (4 tasks x 8+8 images, second-order MAML, K = 1) vs the same 500
 steps of multitask regression vs no training, each adapted with 1 SGD step on k images.
-Runtime: 638 s wall on the 2-core CPU development machine with compilation, while the cores
-also ran the test suite (9.5 CPU-minutes: about 5-6 minutes on two idle cores).
+Runtime: 6 min 2 s wall on the idle 2-core CPU development machine, compilation included.
 Result (SROCC on held-out types and photos, mean of 5 types, k = 0 / 20): meta -0.45 / -0.41,
 multitask 0.11 / 0.13, scratch -0.02 / 0.09: no method has learned a transferable quality
 representation at this budget; README "What the demo shows" has the analysis.
