@@ -7,7 +7,6 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from metaiqa_jax import models
 
@@ -50,16 +49,6 @@ def maybe_initialize_distributed(distributed: bool) -> None:
   logging.info('process %d/%d, %d local / %d global devices (%s)', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.default_backend())
-
-
-def to_global(tree):
-  """Single process: the host arrays as they are. Multi-process: each process passes its
-  slice of the task axis (axis 0) and gets global arrays sharded over all devices."""
-  if jax.process_count() == 1:
-    return tree
-  mesh = jax.sharding.Mesh(np.array(jax.devices()), ('devices',))
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('devices'))
-  return jax.tree.map(lambda a: jax.make_array_from_process_local_data(sharding, a), tree)
 
 
 def process_slice(n: int) -> slice:

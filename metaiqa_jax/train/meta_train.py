@@ -139,7 +139,7 @@ def meta_train(config: ml_collections.ConfigDict, workdir: str, *,
 
   def one_step(state, step):
     batch = jax.tree.map(lambda a: a[task_slice], train_sampler.sample(step))
-    return step_fn(state, common.to_global(batch), jax.random.fold_in(rng, step))
+    return step_fn(state, batch, jax.random.fold_in(rng, step))  # Placed by parallel.put_tasks.
 
   result = loop.run_steps(config, workdir, model=model, state=state, step_fn=one_step,
                           validate=make_validator(config, apply_fn, val_sampler),
