@@ -77,13 +77,6 @@ def _scaled(size_at_kadid: int, x: np.ndarray) -> int:
   return max(1, int(round(size_at_kadid * min(x.shape[:2]) / _KADID_SHORT_SIDE)))
 
 
-def _hsv_to_rgb_linear(hsv: np.ndarray) -> np.ndarray:
-  """HSV -> RGB linear in S (MATLAB's formula), so a negative S gives the complementary hue."""
-  h, s, v = hsv[..., 0:1], hsv[..., 1:2], hsv[..., 2:3]
-  k = (np.array([5.0, 3.0, 1.0]) + h * 6.0) % 6.0
-  return v - v * s * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
-
-
 def _lab2rgb(lab: np.ndarray) -> np.ndarray:
   """Lab -> RGB; out-of-gamut colours are clipped (skimage's clipping warning is expected)."""
   with warnings.catch_warnings():
@@ -147,11 +140,14 @@ def color_quantization(x, colors, rng):
 
 
 def saturation_hsv(x, factor, rng):
-  """HSV saturation multiplied by `factor`; negative factors flip towards the opposite hue."""
+  """HSV saturation multiplied by `factor`; negative factors flip towards the opposite hue.
+
+  HSV -> RGB is linear in S at fixed H and V (each channel is V - V * S * w(H)), so scaling S
+  by `factor` is `V - factor * (V - x)` with V = max(R, G, B): no colour-space round trip.
+  """
   del rng
-  hsv = color.rgb2hsv(x)
-  hsv[..., 1] *= factor
-  return _hsv_to_rgb_linear(hsv)
+  value = x.max(axis=-1, keepdims=True)
+  return value - factor * (value - x)
 
 
 def saturation_lab(x, factor, rng):
@@ -218,20 +214,24 @@ def denoising(x, var, rng):
                                           channel_axis=-1)
 
 
+def _tone_curve_value(x, exponent):
+  """HSV value V -> V ** exponent at fixed hue and saturation: every channel is proportional
+  to V then, so RGB is scaled by V ** exponent / V (black stays black)."""
+  value = x.max(axis=-1, keepdims=True)
+  safe = np.where(value > 0, value, 1.0)
+  return x * np.where(value > 0, safe**exponent / safe, 0.0)
+
+
 def brighten(x, amount, rng):
   """HSV value raised by the tone curve v ** (1 / (1 + amount)) (shadows lifted most)."""
   del rng
-  hsv = color.rgb2hsv(x)
-  hsv[..., 2] = hsv[..., 2]**(1.0 / (1.0 + amount))
-  return color.hsv2rgb(hsv)
+  return _tone_curve_value(x, 1.0 / (1.0 + amount))
 
 
 def darken(x, amount, rng):
   """HSV value lowered by the tone curve v ** (1 + amount)."""
   del rng
-  hsv = color.rgb2hsv(x)
-  hsv[..., 2] = hsv[..., 2]**(1.0 + amount)
-  return color.hsv2rgb(hsv)
+  return _tone_curve_value(x, 1.0 + amount)
 
 
 def mean_shift(x, shift, rng):

@@ -1,9 +1,13 @@
-"""Pristine photos for the synthetic bank: the ones pip-installed libraries ship, or any folder.
+"""Pristine photos for the synthetic bank: the bundled ones, or any folder.
 
-Bundled photos (files inside the wheels, no download): scikit-image's astronaut, coffee, chelsea,
-rocket, hubble_deep_field, ihc (immunohistochemistry), motorcycle_left, motorcycle_right;
-scikit-learn's china, flower; matplotlib's grace_hopper. Files are read directly (never through
-`skimage.data.<name>()`, which may fetch with pooch); a library missing a file is skipped.
+Bundled photos (no download), in this order:
+- the 24 Kodak photos shipped in this package (`data/photos/kodak/`, 512 px long side, lossless;
+  provenance in its README.md);
+- the photos inside the wheels of our dependencies: scikit-image's astronaut, coffee, chelsea,
+  rocket, hubble_deep_field, ihc (immunohistochemistry), motorcycle_left, motorcycle_right;
+  scikit-learn's china, flower; matplotlib's grace_hopper. Files are read directly (never
+  through `skimage.data.<name>()`, which may fetch with pooch); a library missing a file is
+  skipped.
 """
 
 import importlib.util
@@ -34,9 +38,13 @@ def _package_dir(package: str) -> Optional[str]:
   return list(spec.submodule_search_locations)[0]
 
 
+KODAK_DIR = os.path.join(os.path.dirname(__file__), 'photos', 'kodak')
+
+
 def bundled_photo_paths() -> List[str]:
-  """Paths of the bundled colour photos present in this environment (up to 11), in fixed order."""
-  paths = []
+  """Paths of the bundled colour photos present in this environment (up to 35), in fixed
+  order: the 24 Kodak photos, then the 11 library photos."""
+  paths = folder_image_paths(KODAK_DIR)
   for package, sub, names in _BUNDLED:
     root = _package_dir(package)
     if root is None:

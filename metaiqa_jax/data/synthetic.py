@@ -6,6 +6,8 @@ normalisation (dmos - 0.5) / 5. ref_id is the photo's index, so support/query an
 splits can keep reference content apart.
 """
 
+import concurrent.futures
+import multiprocessing
 from typing import Dict, Iterable, Optional
 
 import numpy as np
@@ -17,6 +19,11 @@ from metaiqa_jax.data.labels import check_type_level, kadid_label, normalize_kad
 from metaiqa_jax.data.pristine import PristineSpec, load_pristine
 
 DEFAULT_MAX_SIDE = 512  # KADID-10k images are 512x384
+
+
+def _distort_all(photo: np.ndarray, items) -> list:
+  """`distort(photo, t, l, seed=s)` for each (t, l, s) of `items` (a worker's job)."""
+  return [distort(photo, t, l, seed=s) for t, l, s in items]
 
 
 class SyntheticBank:
@@ -36,11 +43,13 @@ class SyntheticBank:
     lazy: False generates every image now (tqdm progress bar); True generates each on first
       access and caches it.
     progress: show the progress bar when generating eagerly.
+    workers: processes generating eagerly, one photo at a time each (1: in this process). The
+      images do not depend on it.
   """
 
   def __init__(self, pristine: PristineSpec = None, types: Iterable[int] = range(1, 26),
                levels: Iterable[int] = range(1, 6), max_side: Optional[int] = DEFAULT_MAX_SIDE,
-               seed: int = 0, lazy: bool = False, progress: bool = True):
+               seed: int = 0, lazy: bool = False, progress: bool = True, workers: int = 1):
     self.types, self.levels, self.seed = tuple(types), tuple(levels), int(seed)
     if not self.types or not self.levels:
       raise ValueError('SyntheticBank needs at least one type and one level')
@@ -64,8 +73,7 @@ class SyntheticBank:
       value.setflags(write=False)
     self._cache: Dict[int, np.ndarray] = {}
     if not lazy:
-      for i in tqdm.trange(len(self), desc='synthetic bank', unit='img', disable=not progress):
-        self._image(i)
+      self._generate_all(workers, progress)
 
   def __len__(self) -> int:
     return len(self._grid)
@@ -82,6 +90,33 @@ class SyntheticBank:
     """Seed passed to `distort` for record `index`."""
     r, t, _ = self._grid[index]
     return int(np.random.SeedSequence([self.seed, int(r), int(t)]).generate_state(1)[0])
+
+  def _generate_all(self, workers: int, progress: bool) -> None:
+    """Fills the cache with every record, photo by photo, in `workers` processes."""
+    per_photo = len(self.types) * len(self.levels)
+    jobs = [(self._photos[r][1], [(int(t), int(l), self.item_seed(r * per_photo + k))
+                                  for k, (_, t, l) in enumerate(self._grid[r * per_photo:
+                                                                           (r + 1) * per_photo])])
+            for r in range(len(self._photos))]
+    bar = tqdm.tqdm(total=len(self), desc='synthetic bank', unit='img', disable=not progress)
+    if workers > 1:
+      # spawn, not fork: the parent may run JAX's threads, which fork does not copy safely.
+      context = multiprocessing.get_context('spawn')
+      with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        results = pool.map(_distort_all, *zip(*jobs))
+        for r, images in enumerate(results):
+          self._store(r * per_photo, images)
+          bar.update(len(images))
+    else:
+      for r, job in enumerate(jobs):
+        self._store(r * per_photo, _distort_all(*job))
+        bar.update(per_photo)
+    bar.close()
+
+  def _store(self, start: int, images) -> None:
+    for i, image in enumerate(images, start):
+      image.setflags(write=False)
+      self._cache[i] = image
 
   def _image(self, i: int) -> np.ndarray:
     if i not in self._cache:
