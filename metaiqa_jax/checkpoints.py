@@ -7,7 +7,12 @@ On-disk layout (`workdir/checkpoints/`, one orbax `CheckpointManager`):
                                dataclass or dict keys); everything else (`step`, `opt_state`,
                                `inner_lr`, ...) sits beside them.
   checkpoints/<step>/meta/     JSON: {'format': 1, 'step', 'model_config' (ModelConfig.to_dict()),
-                               'metrics', 'extra' (data-iterator position, seeds, ...)}.
+                               'inputs' (preprocess.InputSpec.to_dict(): how the model was fed,
+                               absent in older checkpoints), 'metrics', 'extra' (data-iterator
+                               position, seeds, ...)}.
+
+A checkpoint therefore describes itself: `restore_variables` rebuilds the model and
+`stored_inputs` tells how to turn images into its inputs, with no other settings.
   checkpoints/<step>/metrics/  orbax's own copy of the metrics, used to rank checkpoints.
 
 `params` and `batch_stats` are restored on their own by an orbax partial restore, so inference and
@@ -41,6 +46,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from metaiqa_jax.models import ModelConfig, create_model, init_variables
+from metaiqa_jax.preprocess import InputSpec
 
 PyTree = Any
 FORMAT_VERSION = 1
@@ -154,6 +160,8 @@ class Checkpointer:
     workdir: the run's working directory (created if missing).
     model_config: the `ModelConfig` (or its dict) stored with every step, so `restore_variables`
       can rebuild the model.
+    inputs: the `preprocess.InputSpec` the model is trained with, stored with every step
+      (`stored_inputs` reads it back).
     keep_latest: number of newest steps kept.
     keep_best: number of best steps kept by `best_metric` (0: keep by recency only).
     best_metric: key of `metrics` ranking checkpoints, higher is better.
@@ -161,7 +169,8 @@ class Checkpointer:
   """
 
   def __init__(self, workdir, *, model_config: ModelConfig | Mapping | None = None,
-               keep_latest: int = 2, keep_best: int = 1, best_metric: str = 'val_srocc',
+               inputs: InputSpec | None = None, keep_latest: int = 2, keep_best: int = 1,
+               best_metric: str = 'val_srocc',
                async_save: bool = True):
     if keep_latest < 1:
       raise ValueError(f'keep_latest must be >= 1 to be able to resume, got {keep_latest}')
@@ -173,6 +182,7 @@ class Checkpointer:
     if isinstance(model_config, ModelConfig):
       model_config = model_config.to_dict()
     self.model_config = dict(model_config) if model_config is not None else None
+    self.inputs = inputs.to_dict() if inputs is not None else None
     self._set_aside_unreadable_metrics()
     metric_fn = lambda metrics: _metric_value(metrics, best_metric)
     policies = [ocp.checkpoint_managers.LatestN(keep_latest)]
@@ -213,7 +223,8 @@ class Checkpointer:
       raise ValueError(f'state {type(state).__name__} has no top-level {missing}')
     metrics = {k: float(v) for k, v in metrics.items()} if metrics is not None else None
     meta = {'format': FORMAT_VERSION, 'step': int(step), 'model_config': self.model_config,
-            'metrics': metrics, 'extra': dict(extra_json) if extra_json is not None else None}
+            'inputs': self.inputs, 'metrics': metrics,
+            'extra': dict(extra_json) if extra_json is not None else None}
     self._manager.save(int(step), metrics=metrics, force=True,
                        args=ocp.args.Composite(state=ocp.args.PyTreeSave(state),
                                                meta=ocp.args.JsonSave(meta)))
@@ -374,3 +385,29 @@ def restore_variables(path, model_config: Optional[ModelConfig] = None, *,
     logger.warning('skipping unreadable checkpoint %s', failures[-1])
   raise FileNotFoundError(f'no readable checkpoint under {os.fspath(checkpoint_dir)!r}'
                           + (': ' + '; '.join(failures) if failures else ''))
+
+
+def stored_inputs(path, *, best_metric: str = 'val_srocc') -> Optional[InputSpec]:
+  """How the checkpoint at `path` expects images to be fed (`preprocess.InputSpec`).
+
+  `path` is what `restore_variables` takes; the step is chosen the same way. None when the
+  checkpoint predates stored input specs (then the caller's settings apply).
+
+  Raises:
+    FileNotFoundError: no checkpoint metadata is readable at `path`.
+  """
+  path = epath.Path(path)
+  if (path / 'state').is_dir():
+    candidates = [path]
+  else:
+    checkpoint_dir = path / CHECKPOINTS_DIRNAME if (path / CHECKPOINTS_DIRNAME).is_dir() else path
+    if not checkpoint_dir.is_dir():
+      raise FileNotFoundError(f'no checkpoint directory at {os.fspath(path)!r}')
+    candidates = [checkpoint_dir / str(s) for s in _candidate_steps(checkpoint_dir, best_metric)]
+  for step_dir in candidates:
+    try:
+      inputs = _read_meta(step_dir, None).get('inputs')
+    except Exception:  # pylint: disable=broad-except  (unreadable: as restore_variables, skip)
+      continue
+    return InputSpec.from_dict(inputs) if inputs else None
+  raise FileNotFoundError(f'no readable checkpoint metadata under {os.fspath(path)!r}')

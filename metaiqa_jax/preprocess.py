@@ -9,9 +9,12 @@ mean/std on [0, 1] pixels, NHWC.
 
 The pipeline follows the authors' (zhuhancheng/MetaIQA): train = resize to 256 x 256 (aspect
 ratio ignored), random horizontal flip, random 224 crop; test = the whole image resized to
-224 x 224, one pass.
+224 x 224, one pass. `InputSpec` names this choice and the alternative that keeps distortions at
+the scale they were made and rated at: crops at the image's native resolution, scored as the
+mean over a grid of crops.
 """
 
+import dataclasses
 import os
 from typing import Sequence, Union
 
@@ -215,3 +218,124 @@ def prepare_images(images_or_paths, size: int = 224, *,
         raise
       raise ValueError(f'item {i} of images_or_paths: {e}') from e
   return batch
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+  """How an image becomes model inputs for training and for evaluation; saved with checkpoints.
+
+  Attributes:
+    image_size: side of every model input, pixels.
+    resize_to: n > 0: the image is first resized to n x n, aspect ignored (the authors'
+      pipeline: 256, then 224 crops). 0: no resize; inputs are cut from the image at its native
+      resolution, so blur, noise and compression keep the scale they were rated at (an image
+      whose shorter side is below `image_size` is enlarged to it first, aspect kept).
+    eval_grid: 0: evaluation resizes the whole image to `image_size` (the authors' test; needs
+      `resize_to` > 0). g >= 1: g x g evaluation views, at evenly spaced positions, whose mean
+      is the image's score.
+    fragments: 0: each input is one `image_size` crop. G >= 2: each input is a fragment (Wu et
+      al., FAST-VQA, ECCV 2022): the image is cut into a G x G grid of cells and one mini-patch
+      of side image_size / G is taken from every cell, spliced in place. A fragment keeps
+      native-scale detail while every input sees the whole image (its exposure, colour,
+      contrast), and a flat region cannot fill a whole input.
+
+  Positions: for training a crop (or each mini-patch, within its cell) is placed uniformly at
+  random; evaluation view (i, j) of a g x g grid places it at fraction ((i + .5) / g,
+  (j + .5) / g) of the free range for fragments, and from corner to corner
+  (i / (g - 1), j / (g - 1)) for crops.
+  """
+  image_size: int = 224
+  resize_to: int = 256
+  eval_grid: int = 0
+  fragments: int = 0
+
+  def __post_init__(self):
+    if self.image_size < 1:
+      raise ValueError(f'image_size must be positive, got {self.image_size}')
+    if self.resize_to and self.resize_to < self.image_size:
+      raise ValueError(f'resize_to ({self.resize_to}) must be 0 (native resolution) or at least '
+                       f'image_size ({self.image_size})')
+    if self.eval_grid < 0:
+      raise ValueError(f'eval_grid must be >= 0, got {self.eval_grid}')
+    if not self.resize_to and not self.eval_grid:
+      raise ValueError('native-resolution inputs (resize_to=0) need eval_grid >= 1: a whole image '
+                       'of arbitrary size is not a fixed-shape model input')
+    if self.fragments == 1 or self.fragments < 0:
+      raise ValueError(f'fragments must be 0 (plain crops) or >= 2, got {self.fragments}')
+    if self.fragments and (self.image_size % self.fragments or not self.eval_grid):
+      raise ValueError(f'fragments={self.fragments} needs image_size ({self.image_size}) '
+                       f'divisible by it and eval_grid >= 1 (got {self.eval_grid})')
+
+  @property
+  def num_views(self) -> int:
+    """Model inputs per image at evaluation (V)."""
+    return max(1, self.eval_grid) ** 2
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d) -> 'InputSpec':
+    return cls(**{f.name: int(d[f.name]) for f in dataclasses.fields(cls) if f.name in d})
+
+  def _base(self, image: np.ndarray) -> np.ndarray:
+    """The image inputs are cut from: resized to resize_to, or native (enlarged if small)."""
+    image = _as_rgb(image)
+    if self.resize_to:
+      return resize(image, self.resize_to)
+    height, width = image.shape[:2]
+    short = min(height, width)
+    if short < self.image_size:
+      scale = self.image_size / short
+      image = resize(image, (max(self.image_size, round(height * scale)),
+                             max(self.image_size, round(width * scale))))
+    return image
+
+  def _cut(self, image: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """One input from `image` (already `_base`d); `where` (n, n, 2) in [0, 1] places the crop
+    (n = 1) or each fragment's mini-patch (n = fragments) within its free range."""
+    cells = max(1, self.fragments)
+    patch = self.image_size // cells
+    height, width = image.shape[:2]
+    rows = []
+    for i in range(cells):
+      top0, top1 = i * height // cells, (i + 1) * height // cells
+      row = []
+      for j in range(cells):
+        left0, left1 = j * width // cells, (j + 1) * width // cells
+        if cells == 1:
+          top0, top1, left0, left1 = 0, height, 0, width
+        top = top0 + int(where[i, j, 0] * (top1 - top0 - patch + 0.999))
+        left = left0 + int(where[i, j, 1] * (left1 - left0 - patch + 0.999))
+        row.append(image[top:top + patch, left:left + patch])
+      rows.append(np.concatenate(row, axis=1))
+    return np.concatenate(rows, axis=0)
+
+  def train(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A training input: random left-right flip, then a uniformly placed crop or fragment.
+
+    With `resize_to` > 0 and no fragments this is `train_transform` (rng drawn: flip, top,
+    left). Returns float32 `(image_size, image_size, 3)`, normalised.
+    """
+    if self.resize_to and not self.fragments:
+      return train_transform(image, rng, self.resize_to, self.image_size)
+    image = self._base(image)
+    if rng.random() < 0.5:
+      image = image[:, ::-1]
+    cells = max(1, self.fragments)
+    return _to_model_input(self._cut(image, rng.random((cells, cells, 2))))
+
+  def eval(self, image: np.ndarray) -> np.ndarray:
+    """The evaluation views of one image: float32 `(num_views, image_size, image_size, 3)`,
+    normalised, ordered row by row (see the class docstring for the positions)."""
+    if not self.eval_grid:
+      return eval_transform(image, self.image_size)[None]
+    image = self._base(image)
+    g, cells = self.eval_grid, max(1, self.fragments)
+    if self.fragments:
+      steps = (np.arange(g) + 0.5) / g
+    else:
+      steps = np.arange(g) / (g - 1) if g > 1 else np.array([0.5])
+    return _to_model_input(np.stack([
+        self._cut(image, np.broadcast_to([y, x], (cells, cells, 2)))
+        for y in steps for x in steps]))

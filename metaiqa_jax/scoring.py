@@ -11,7 +11,8 @@ import tqdm
 from metaiqa_jax.io import ImageReadError
 from metaiqa_jax.models.metaiqa import (MetaIQA, ModelConfig, create_model, infer_model_config,
                                         model_config)
-from metaiqa_jax.preprocess import READ_MAX_SIDE, eval_crops, eval_transform, load_image
+from metaiqa_jax.preprocess import (READ_MAX_SIDE, InputSpec, eval_crops, eval_transform,
+                                   load_image)
 
 # Multi-crop scoring resizes to image_size * 256 / 224 before cropping, as the 256 -> 224 train
 # crops do.
@@ -33,15 +34,19 @@ def _predict_fn(config: ModelConfig, dtype: Any, conv_impl: Optional[str]) -> Ca
   return jax.jit(lambda variables, x: model.apply(variables, x, train=False))
 
 
-def _model_inputs(image: np.ndarray, image_size: int, n_crops: int) -> np.ndarray:
-  """`(n_crops, image_size, image_size, 3)` float32 for one image."""
+def _model_inputs(image: np.ndarray, image_size: int, n_crops: int,
+                  inputs: Optional[InputSpec]) -> np.ndarray:
+  """`(views, image_size, image_size, 3)` float32 for one image."""
+  if inputs is not None:
+    return inputs.eval(image)
   if n_crops == 1:
     return eval_transform(image, image_size)[None]
   return eval_crops(image, n_crops, int(round(image_size * _CROP_CONTEXT)), image_size)
 
 
 def score(variables, images_or_paths, *, model: Optional[MetaIQA] = None, batch_size: int = 32,
-          image_size: int = 224, n_crops: int = 1, max_side: Optional[int] = READ_MAX_SIDE,
+          image_size: int = 224, n_crops: int = 1, inputs: Optional[InputSpec] = None,
+          max_side: Optional[int] = READ_MAX_SIDE,
           on_error: Optional[Callable[[ImageReadError], None]] = None,
           progress: bool = False) -> np.ndarray:
   """Predicted quality of each image, in (0, 1) (higher is better).
@@ -61,6 +66,9 @@ def score(variables, images_or_paths, *, model: Optional[MetaIQA] = None, batch_
     image_size: model input side, pixels (224 in the paper).
     n_crops: 1: the whole image resized (the authors' test protocol); 2..10: the mean over
       `preprocess.eval_crops` of the image resized to `image_size * 256 / 224`.
+    inputs: how the model was trained to see images (`preprocess.InputSpec`, e.g.
+      `checkpoints.stored_inputs(run_dir)`): its evaluation views, averaged. Given, it replaces
+      `image_size` and `n_crops`.
     max_side: decoding limit for files (`preprocess.load_image`).
     on_error: None: an unreadable file raises `ImageReadError`. A callable: it receives the
       error and the file's score is NaN.
@@ -80,6 +88,8 @@ def score(variables, images_or_paths, *, model: Optional[MetaIQA] = None, batch_
   on_cpu = jax.default_backend() == 'cpu'
   conv_impl = SCORING_CONV_IMPL if conv_impl is None and on_cpu else conv_impl
   predict = _predict_fn(config, dtype, conv_impl)
+  if inputs is not None:
+    image_size, n_crops = inputs.image_size, inputs.num_views
   variables = {'params': variables['params'], 'batch_stats': variables['batch_stats']}
   count = len(images_or_paths)
   rows = min(batch_size, max(count, 1))
@@ -97,7 +107,7 @@ def score(variables, images_or_paths, *, model: Optional[MetaIQA] = None, batch_
           raise
         on_error(e)
         continue
-      batch[len(indices)] = _model_inputs(image, image_size, n_crops)
+      batch[len(indices)] = _model_inputs(image, image_size, n_crops, inputs)
       indices.append(i)
     if indices:
       flat = batch.reshape(rows * n_crops, image_size, image_size, 3)

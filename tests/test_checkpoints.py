@@ -17,6 +17,7 @@ from flax import struct
 
 from metaiqa_jax import checkpoints
 from metaiqa_jax.models import ModelConfig, create_model, init_variables
+from metaiqa_jax.preprocess import InputSpec
 
 TINY = ModelConfig('resnet18', 0.125, 10, (16, 8), 0.5)
 
@@ -72,7 +73,7 @@ def test_roundtrip_with_adam_state_and_metadata(tmp_path, small_variables):
     step, restored, meta = ckpt.restore_latest(jax.eval_shape(lambda: state))
   assert step == 3 and isinstance(restored, TrainState)
   assert_trees_equal(restored, state)
-  assert meta == {'format': 1, 'step': 3, 'model_config': TINY.to_dict(),
+  assert meta == {'format': 1, 'step': 3, 'model_config': TINY.to_dict(), 'inputs': None,
                   'metrics': {'val_srocc': 0.5}, 'extra': {'data_position': 96, 'seed': 1}}
 
 
@@ -171,6 +172,26 @@ def test_restore_variables_picks_best_and_rebuilds_model(tmp_path, tiny_variable
   assert_trees_equal(checkpoints.restore_variables(tmp_path / 'checkpoints' / '2')[1],
                      tiny_variables)
   assert_trees_equal(checkpoints.restore_variables(tmp_path / 'checkpoints')[1], good)
+
+
+def test_checkpoint_describes_its_model_and_inputs(tmp_path, tiny_variables):
+  inputs = InputSpec(32, resize_to=0, eval_grid=2, fragments=4)
+  with checkpoints.Checkpointer(tmp_path, model_config=TINY, inputs=inputs,
+                                async_save=False) as ckpt:
+    ckpt.save(1, make_state(tiny_variables), metrics={'val_srocc': 0.3})
+  config, variables = checkpoints.restore_variables(tmp_path)  # No model settings given.
+  assert config == TINY
+  assert_trees_equal(variables, tiny_variables)
+  assert checkpoints.stored_inputs(tmp_path) == inputs
+  assert checkpoints.stored_inputs(tmp_path / 'checkpoints' / '1') == inputs
+
+
+def test_checkpoints_without_inputs_leave_them_to_the_caller(tmp_path, tiny_variables):
+  with checkpoints.Checkpointer(tmp_path, model_config=TINY, async_save=False) as ckpt:
+    ckpt.save(1, make_state(tiny_variables))
+  assert checkpoints.stored_inputs(tmp_path) is None
+  with pytest.raises(FileNotFoundError, match='no checkpoint directory'):
+    checkpoints.stored_inputs(tmp_path / 'nowhere')
 
 
 def test_restore_variables_rejects_other_width(tmp_path, tiny_variables):

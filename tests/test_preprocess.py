@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from metaiqa_jax.io import ImageReadError
-from metaiqa_jax.preprocess import (IMAGENET_MEAN, IMAGENET_STD, eval_crops, eval_transform,
-                                    load_image, normalize,
-                                    prepare_images, resize, train_transform)
+from metaiqa_jax.preprocess import (IMAGENET_MEAN, IMAGENET_STD, InputSpec, eval_crops,
+                                    eval_transform, load_image, normalize, prepare_images, resize,
+                                    train_transform)
 
 
 @pytest.fixture(scope='module')
@@ -135,3 +135,77 @@ def test_prepare_images_errors_name_the_input(tmp_path):
     prepare_images([np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4, 2), np.uint8)], size=8)
   with pytest.raises(ValueError, match=r'\(N, H, W, 3\) batch'):
     prepare_images(np.zeros((4, 4, 3), np.uint8), size=8)
+
+
+def _unnormalize(x):
+  return np.rint((x * np.array([0.229, 0.224, 0.225]) + np.array([0.485, 0.456, 0.406])) * 255)
+
+
+def _find(image, patch):
+  """(top, left) positions where `patch` (uint8) occurs in `image`."""
+  h, w = patch.shape[:2]
+  return [(t, l) for t in range(image.shape[0] - h + 1) for l in range(image.shape[1] - w + 1)
+          if np.array_equal(image[t:t + h, l:l + w], patch)]
+
+
+def test_native_crop_is_a_slice_of_the_unresized_image(photo):
+  spec = InputSpec(16, resize_to=0, eval_grid=2)
+  rng = np.random.default_rng(3)
+  for _ in range(5):
+    crop = _unnormalize(spec.train(photo, rng)).astype(np.uint8)
+    assert _find(photo, crop) or _find(photo[:, ::-1], crop)
+  views = spec.eval(photo)
+  assert views.shape == (4, 16, 16, 3)
+  corners = [photo[:16, :16], photo[:16, -16:], photo[-16:, :16], photo[-16:, -16:]]
+  for view, corner in zip(views, corners):
+    np.testing.assert_allclose(view, normalize(corner / 255.0), atol=1e-6)
+
+
+def test_fragments_take_one_mini_patch_per_cell(photo):
+  spec = InputSpec(16, resize_to=0, eval_grid=1, fragments=4)
+  fragment = _unnormalize(spec.train(photo, np.random.default_rng(0))).astype(np.uint8)
+  flipped = _find(photo, fragment[:4, :4]) == []
+  source = photo[:, ::-1] if flipped else photo
+  for i in range(4):
+    for j in range(4):
+      positions = _find(source, fragment[4 * i:4 * i + 4, 4 * j:4 * j + 4])
+      cell_rows = range(i * 45 // 4, (i + 1) * 45 // 4 - 3)
+      cell_cols = range(j * 61 // 4, (j + 1) * 61 // 4 - 3)
+      assert any(t in cell_rows and l in cell_cols for t, l in positions), (i, j)
+  # Evaluation (grid 1): every mini-patch at the middle of its cell's free range.
+  (view,) = spec.eval(photo)
+  for i in range(4):
+    top0, top1 = i * 45 // 4, (i + 1) * 45 // 4
+    top = top0 + int(0.5 * (top1 - top0 - 4 + 0.999))
+    left = int(0.5 * (61 // 4 - 4 + 0.999))
+    np.testing.assert_allclose(view[4 * i:4 * i + 4, :4],
+                               normalize(photo[top:top + 4, left:left + 4] / 255.0), atol=1e-6)
+
+
+def test_resized_whole_image_evaluation_is_the_authors_test(photo):
+  spec = InputSpec(24, resize_to=28)
+  np.testing.assert_array_equal(spec.eval(photo)[0], eval_transform(photo, 24))
+  rng_a, rng_b = np.random.default_rng(1), np.random.default_rng(1)
+  np.testing.assert_array_equal(spec.train(photo, rng_a), train_transform(photo, rng_b, 28, 24))
+
+
+def test_native_inputs_enlarge_images_smaller_than_the_input(photo):
+  spec = InputSpec(64, resize_to=0, eval_grid=2)
+  assert spec.eval(photo).shape == (4, 64, 64, 3)  # the 45 x 61 photo is enlarged to 64 x 87
+  assert spec.train(photo, np.random.default_rng(0)).shape == (64, 64, 3)
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(image_size=32, resize_to=16), 'resize_to'),
+    (dict(image_size=32, resize_to=0), 'eval_grid >= 1'),
+    (dict(image_size=30, resize_to=0, eval_grid=1, fragments=4), 'divisible'),
+    (dict(image_size=32, resize_to=0, eval_grid=1, fragments=1), 'fragments must be'),
+])
+def test_impossible_input_specs_are_refused(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    InputSpec(**kwargs)
+
+
+def test_input_spec_round_trips_through_a_dict():
+  spec = InputSpec(64, resize_to=0, eval_grid=3, fragments=4)
+  assert InputSpec.from_dict(spec.to_dict()) == spec

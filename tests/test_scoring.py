@@ -13,7 +13,7 @@ from PIL import Image
 
 from metaiqa_jax.io import ImageReadError
 from metaiqa_jax.models import create_model, infer_model_config
-from metaiqa_jax.preprocess import eval_crops, prepare_images
+from metaiqa_jax.preprocess import InputSpec, eval_crops, prepare_images
 from metaiqa_jax.scoring import score
 from metaiqa_jax.weights import load_torch_weights
 
@@ -54,6 +54,14 @@ def test_n_crops_averages_the_fixed_crops(variables, predict, images):
   crops = np.concatenate([eval_crops(image, 3, resize_to=37, crop=SIZE) for image in images[:2]])
   reference = np.asarray(predict(variables, crops)).reshape(2, 3).mean(axis=1)
   ours = score(variables, images[:2], batch_size=2, image_size=SIZE, n_crops=3)
+  np.testing.assert_allclose(ours, reference, atol=1e-6)
+
+
+def test_input_spec_scores_are_the_mean_over_its_views(variables, predict, images):
+  inputs = InputSpec(16, resize_to=0, eval_grid=2, fragments=2)
+  views = np.concatenate([inputs.eval(image) for image in images[:3]])
+  reference = np.asarray(predict(variables, views)).reshape(3, 4).mean(axis=1)
+  ours = score(variables, images[:3], batch_size=2, inputs=inputs)
   np.testing.assert_allclose(ours, reference, atol=1e-6)
 
 

@@ -36,8 +36,11 @@ _ARCH = flags.DEFINE_enum('arch', None, ['resnet18', 'resnet34', 'resnet50'],
 _WIDTH = flags.DEFINE_float('width', 1.0, 'Channel multiplier for a random initialisation.')
 _SEED = flags.DEFINE_integer('seed', 0, 'PRNG seed for a random initialisation.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Images per device call.', lower_bound=1)
-_IMAGE_SIZE = flags.DEFINE_integer('image_size', 224, 'Model input side, pixels.', lower_bound=1)
-_N_CROPS = flags.DEFINE_integer('n_crops', 1, '1: whole image; 2..10: mean over fixed crops.',
+_IMAGE_SIZE = flags.DEFINE_integer('image_size', 224, 'Model input side, pixels (default for a '
+                                   'checkpoint directory: the one it was trained with).',
+                                   lower_bound=1)
+_N_CROPS = flags.DEFINE_integer('n_crops', 1, '1: whole image; 2..10: mean over fixed crops '
+                                '(default for a checkpoint directory: its own evaluation views).',
                                 lower_bound=1, upper_bound=10)
 _MAX_SIDE = flags.DEFINE_integer('max_side', READ_MAX_SIDE,
                                  'Shrink larger files to this longer side while decoding.')
@@ -78,7 +81,11 @@ def expand_paths(patterns) -> tuple[list[str], list[str]]:
 
 
 def _load_variables():
-  """(variables, description) from --weights, or a random initialisation."""
+  """(variables, description, InputSpec or None) from --weights, or a random initialisation.
+
+  A checkpoint directory also gives the inputs its model was trained on, unless --image_size
+  or --n_crops is given.
+  """
   weights = _WEIGHTS.value
   if weights is None:
     arch = _ARCH.value or 'resnet18'
@@ -86,14 +93,15 @@ def _load_variables():
     _report('WARNING: no --weights given: the model is RANDOMLY INITIALISED (untrained) '
             f'{arch} width {_WIDTH.value}, seed {_SEED.value}. The scores carry no information '
             'about quality.')
-    return init_variables(model, jax.random.PRNGKey(_SEED.value)), 'untrained'
+    return init_variables(model, jax.random.PRNGKey(_SEED.value)), 'untrained', None
   if os.path.isdir(weights):
     from metaiqa_jax import checkpoints  # pylint: disable=import-outside-toplevel
     config, variables = checkpoints.restore_variables(weights)
     if _ARCH.value is not None and _ARCH.value != config.arch:
       raise ValueError(f'--arch {_ARCH.value} but the checkpoint holds a {config.arch}')
-    return variables, weights
-  return load_torch_weights(weights, arch=_ARCH.value), weights
+    explicit = flags.FLAGS['image_size'].present or flags.FLAGS['n_crops'].present
+    return variables, weights, None if explicit else checkpoints.stored_inputs(weights)
+  return load_torch_weights(weights, arch=_ARCH.value), weights, None
 
 
 def main(argv) -> int:
@@ -104,7 +112,7 @@ def main(argv) -> int:
   for pattern in unmatched:
     _report(f'skipped {pattern}: no such file, directory or glob match')
   try:
-    variables, source = _load_variables()
+    variables, source, inputs = _load_variables()
   except (ValueError, OSError) as e:
     _report(f'error: cannot load weights: {e}')
     return 2
@@ -118,7 +126,8 @@ def main(argv) -> int:
     _report(f'skipped {error}')
 
   scores = score(variables, paths, batch_size=_BATCH_SIZE.value, image_size=_IMAGE_SIZE.value,
-                 n_crops=_N_CROPS.value, max_side=_MAX_SIDE.value, on_error=on_error,
+                 n_crops=_N_CROPS.value, inputs=inputs, max_side=_MAX_SIDE.value,
+                 on_error=on_error,
                  progress=len(paths) >= _PROGRESS_MIN_IMAGES)
   out = open(_OUTPUT.value, 'w', newline='') if _OUTPUT.value else sys.stdout
   try:

@@ -45,20 +45,19 @@ def _iterate(ds: 'grain.MapDataset', worker_count: int) -> Iterator:
   return iter(it_ds)
 
 
-def make_loader(source, indices: Sequence[int], *, batch_size: int, image_size: int,
-                train: bool, seed: int, num_epochs: Optional[int] = None,
-                worker_count: int = 0, shuffle: bool = True,
-                drop_remainder: Optional[bool] = None,
-                resize_to: Optional[int] = None) -> Iterator[Dict[str, np.ndarray]]:
-  """Iterator of batches {'image': (B, S, S, 3) float32, 'mos_norm': (B,) float32,
-  'index': (B,) int64 source indices}.
+def make_loader(source, indices: Sequence[int], *, batch_size: int,
+                inputs: preprocess.InputSpec, train: bool, seed: int,
+                num_epochs: Optional[int] = None, worker_count: int = 0, shuffle: bool = True,
+                drop_remainder: Optional[bool] = None) -> Iterator[Dict[str, np.ndarray]]:
+  """Iterator of batches {'image': float32, 'mos_norm': (B,) float32, 'index': (B,) int64
+  source indices}; 'image' is (B, S, S, 3) training crops (`inputs.train`) or with train=False
+  (B, V, S, S, 3) evaluation views (`inputs.eval`).
 
   Args:
     source: random-access source; indices: which of its records to use.
     batch_size: B.
-    image_size: S, px.
-    train: True: random flip + crop after resizing to `resize_to` (default
-      round(S * 256 / 224)); False: the whole image resized to S x S.
+    inputs: how images become model inputs (S = inputs.image_size, V = inputs.num_views).
+    train: True: one random training crop per image; False: the evaluation views.
     seed: seeds the shuffle (reshuffled every epoch) and the random crops; the order and the
       crops are a deterministic function of (seed, position in the stream).
     num_epochs: passes over `indices`; None repeats forever.
@@ -67,27 +66,26 @@ def make_loader(source, indices: Sequence[int], *, batch_size: int, image_size: 
     drop_remainder: drop an incomplete last batch (default: `train`, keeping shapes fixed).
   """
   drop_remainder = train if drop_remainder is None else drop_remainder
-  resize_to = resize_to or round(image_size * 256 / 224)
   ds = grain.MapDataset.source(_Subset(source, indices))
   if shuffle:
     ds = ds.shuffle(seed=seed)
   if num_epochs != 1:
     ds = ds.repeat(num_epochs)
   if train:
-    ds = ds.random_map(
-        lambda r, rng: _finish(r, preprocess.train_transform(r['image'], rng, resize_to,
-                                                             image_size)), seed=seed)
+    ds = ds.random_map(lambda r, rng: _finish(r, inputs.train(r['image'], rng)), seed=seed)
   else:
-    ds = ds.map(lambda r: _finish(r, preprocess.eval_transform(r['image'], image_size)))
+    ds = ds.map(lambda r: _finish(r, inputs.eval(r['image'])))
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
   return _iterate(ds, worker_count)
 
 
-def make_eval_loader(source, indices: Sequence[int], *, batch_size: int, image_size: int,
+def make_eval_loader(source, indices: Sequence[int], *, batch_size: int,
+                     inputs: preprocess.InputSpec,
                      worker_count: int = 0) -> Iterator[Dict[str, np.ndarray]]:
   """Every index once, in the given order, in fixed-shape batches.
 
-  Yields dicts {'image': (B, S, S, 3) float32 (whole image resized to S x S), 'mos_norm': (B,),
+  Yields dicts {'image': (B, V, S, S, 3) float32 (the evaluation views, `inputs.eval`),
+  'mos_norm': (B,),
   'index': (B,) int64, 'mask': (B,) bool}; the last batch is padded by repeating the last
   index, with mask False on the padding.
   """
@@ -98,7 +96,7 @@ def make_eval_loader(source, indices: Sequence[int], *, batch_size: int, image_s
 
   def load(position: int) -> Dict[str, np.ndarray]:
     record = subset[position] if position < n else subset[n - 1]
-    out = _finish(record, preprocess.eval_transform(record['image'], image_size))
+    out = _finish(record, inputs.eval(record['image']))
     out['mask'] = mask[position]
     return out
 

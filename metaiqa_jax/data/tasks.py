@@ -31,28 +31,25 @@ class TaskSampler:
     types: distortion types to draw tasks from (default: every type >= 0 in the source).
     support_size, query_size: images per task in the support and query set.
     tasks_per_batch: tasks per meta-batch (leading axis).
-    image_size: side of the model input, px.
-    resize_to: train-time resize before the random crop (default round(image_size * 256 / 224),
-      the authors' 256 -> 224 ratio). Unused when train=False.
+    inputs: how images become model inputs (`preprocess.InputSpec`).
     seed: base seed.
-    train: True: random flip + crop (`preprocess.train_transform`); False: the whole image
-      resized (`preprocess.eval_transform`).
+    train: True: one random training crop per image (`inputs.train`); False: the evaluation
+      views of each image (`inputs.eval`).
 
   Images are sampled without replacement within a set while its references hold enough images,
   with replacement otherwise.
   """
 
   def __init__(self, source, *, types: Optional[Sequence[int]] = None, support_size: int,
-               query_size: int, tasks_per_batch: int, image_size: int,
-               resize_to: Optional[int] = None, seed: int = 0, train: bool = True):
+               query_size: int, tasks_per_batch: int, inputs: preprocess.InputSpec,
+               seed: int = 0, train: bool = True):
     for name, value in (('support_size', support_size), ('query_size', query_size),
-                        ('tasks_per_batch', tasks_per_batch), ('image_size', image_size)):
+                        ('tasks_per_batch', tasks_per_batch)):
       if int(value) < 1:
         raise ValueError(f'{name} must be >= 1, got {value}')
     self.source = source
     self.support_size, self.query_size = int(support_size), int(query_size)
-    self.tasks_per_batch, self.image_size = int(tasks_per_batch), int(image_size)
-    self.resize_to = int(resize_to) if resize_to else round(self.image_size * 256 / 224)
+    self.tasks_per_batch, self.inputs = int(tasks_per_batch), inputs
     self.seed, self.train = int(seed), bool(train)
     meta = source.metadata()
     dist_type = np.asarray(meta['dist_type'])
@@ -105,18 +102,18 @@ class TaskSampler:
             'query': np.stack(query).astype(np.int64)}
 
   def _images(self, indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    out = np.empty(indices.shape + (self.image_size, self.image_size, 3), np.float32)
+    size = self.inputs.image_size
+    views = () if self.train else (self.inputs.num_views,)
+    out = np.empty(indices.shape + views + (size, size, 3), np.float32)
     for pos in np.ndindex(indices.shape):
       image = self.source[int(indices[pos])]['image']
-      if self.train:
-        out[pos] = preprocess.train_transform(image, rng, self.resize_to, self.image_size)
-      else:
-        out[pos] = preprocess.eval_transform(image, self.image_size)
+      out[pos] = self.inputs.train(image, rng) if self.train else self.inputs.eval(image)
     return out
 
   def sample(self, step: int) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
-    """Meta-batch `step`: {'support': (x, y), 'query': (x, y)}, numpy float32,
-    x (tasks, n, image_size, image_size, 3) ImageNet-normalised, y (tasks, n) mos_norm."""
+    """Meta-batch `step`: {'support': (x, y), 'query': (x, y)}, numpy float32, y (tasks, n)
+    mos_norm, x ImageNet-normalised: (tasks, n, S, S, 3) training crops, or with train=False
+    (tasks, n, V, S, S, 3), the V = `inputs.num_views` evaluation views of each image."""
     plan = self.plan(step)
     rng = np.random.default_rng([self.seed, int(step), 1])
     return {part: (self._images(plan[part], rng), self._mos_norm[plan[part]])

@@ -4,6 +4,10 @@ Scores the images of `config.finetune.source` with the weights in `config.model.
 checkpoint dir or a PyTorch file): every image, or with `config.finetune.split_file` the test part
 of each selected split (then also mean/std/median over splits). Writes `report.json`,
 `predictions.csv` (name, MOS, normalised MOS, prediction) and `scatter.png` to the workdir.
+
+A checkpoint directory describes itself: the model (architecture, width, head) and the way
+images are fed to it (`preprocess.InputSpec`) are read from it, so `config.model` and
+`config.data`'s input keys only matter for PyTorch files.
 """
 
 import csv
@@ -15,7 +19,7 @@ import numpy as np
 
 from metaiqa_jax import checkpoints, metrics, models
 from metaiqa_jax.data import splits
-from metaiqa_jax.train import common, defaults, finetune, reporting, supervised
+from metaiqa_jax.train import common, defaults, evaluation, finetune, reporting, supervised
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, *, source=None) -> dict:
@@ -24,9 +28,15 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, source=None) ->
   if not config.model.init:
     raise ValueError('evaluate needs weights: set --config.model.init=CHECKPOINT_DIR_OR_PT_FILE')
   workdir = checkpoints.ensure_writable(workdir)
-  model = common.build_model(config.model)
-  variables = common.initial_variables(model, config.model.init, jax.random.key(0),
-                                       config.data.image_size)
+  inputs = common.input_spec(config.data)
+  if os.path.isdir(config.model.init):
+    model_config, variables = checkpoints.restore_variables(config.model.init)
+    model = models.create_model(**model_config.to_dict(), dtype=common.DTYPES[config.model.dtype])
+    inputs = checkpoints.stored_inputs(config.model.init) or inputs
+  else:
+    model = common.build_model(config.model)
+    variables = common.initial_variables(model, config.model.init, jax.random.key(0),
+                                         config.data.image_size)
   predict = supervised.make_predict(models.make_apply_fn(model))
   source = finetune.build_source(config.finetune) if source is None else source
   if config.finetune.split_file:
@@ -38,11 +48,13 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, source=None) ->
   results, rows = {}, []
   names, mos_native = source.metadata()['name'], source.metadata()['mos']
   for part, indices in parts.items():
-    result, preds, mos = finetune.evaluate_indices(predict, variables, source, indices, config)
+    result, preds, mos = evaluation.evaluate_indices(predict, variables, source, indices, config,
+                                                   inputs)
     results[part] = result
     rows += [(part, names[i], mos_native[i], m, p) for i, m, p in zip(indices, mos, preds)]
   report = {'program': 'evaluate', 'source': config.finetune.source,
-            'weights': config.model.init, 'results': results,
+            'weights': config.model.init, 'model': models.model_config(model).to_dict(),
+            'inputs': inputs.to_dict(), 'results': results,
             'config': config.to_dict()}
   if len(results) > 1:
     report['summary'] = metrics.aggregate(list(results.values()))

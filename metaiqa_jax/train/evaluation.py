@@ -1,4 +1,4 @@
-"""Scoring adapted models: k-shot adaptation followed by prediction, and meta-validation."""
+"""Scoring models: on a dataset's images, after k-shot adaptation, and meta-validation."""
 
 import logging
 from typing import Any, Callable, Mapping
@@ -8,25 +8,51 @@ import jax.numpy as jnp
 import numpy as np
 
 from metaiqa_jax import meta, metrics
+from metaiqa_jax.data import pipeline
+from metaiqa_jax.train import common, supervised
+
+
+def evaluate_indices(predict: Callable, variables: Mapping, source, indices, config,
+                     inputs=None) -> tuple[dict, np.ndarray, np.ndarray]:
+  """Metrics (`metrics.evaluate_predictions`) of `variables` on `source[indices]`, plus the
+  predictions and normalised MOS, each (N,).
+
+  `predict` is `supervised.make_predict(apply_fn)`. Images are fed as `inputs` describes
+  (default: `config.data`'s), each scored as the mean over its evaluation views, in batches of
+  `config.finetune.eval_batch_size` images.
+  """
+  inputs = inputs or common.input_spec(config.data)
+  loader = pipeline.make_eval_loader(source, indices, batch_size=config.finetune.eval_batch_size,
+                                     inputs=inputs, worker_count=config.data.worker_count)
+  preds, mos, _ = supervised.predict_loader(predict, variables, loader)
+  return metrics.evaluate_predictions(preds, mos), preds, mos
 
 
 def make_adapt_predict(apply_fn: meta.ApplyFn, *, steps: int, adapt: meta.AdaptSpec = 'all',
-                       inner_optimizer: str = 'sgd') -> Callable:
-  """`fn(inner_lr, variables, support_x (k,S,S,3), support_y (k,), query_x (q,S,S,3), rng)
-  -> (q,)`.
+                       inner_optimizer: str = 'sgd', batch_norm: str = 'task') -> Callable:
+  """`fn(inner_lr, variables, support_x, support_y (k,), query_x, rng) -> (q,)`.
 
-  Adapts a copy of `variables` with `steps` inner steps on the support set (training-mode
-  BatchNorm, as in meta-training), then predicts the query set in eval mode. `steps=0` (or an
+  Images are (n, S, S, 3), or (n, V, S, S, 3) for V evaluation views per image
+  (`preprocess.InputSpec.eval`): every view of a support image is a training example with the
+  image's label, and a query image's score is the mean over its views.
+
+  Adapts a copy of `variables` with `steps` inner steps on the support set (BatchNorm as
+  `batch_norm` says, as in meta-training: `meta.inner_adapt`), then predicts the query set in
+  eval mode. `steps=0` (or an
   empty support set) predicts with `variables` as they are. `inner_lr` is a scalar, a
   `{'backbone', 'head'}` dict or Meta-SGD's per-parameter rates (an argument, so learned rates
   need no recompilation). Jitted; compiles once per shape.
   """
   def fn(inner_lr, variables, support_x, support_y, query_x, rng):
     if steps > 0 and support_x.shape[0] > 0:
+      if support_x.ndim == 5:
+        views = support_x.shape[1]
+        support_x = support_x.reshape((-1,) + support_x.shape[2:])
+        support_y = jnp.repeat(support_y, views)
       variables = meta.inner_adapt(apply_fn, variables, (support_x, support_y), steps=steps,
                                    inner_lr=inner_lr, adapt=adapt, rng=rng,
-                                   inner_optimizer=inner_optimizer)
-    return apply_fn(variables, query_x, False)[0]
+                                   inner_optimizer=inner_optimizer, batch_norm=batch_norm)
+    return supervised.predict_views(apply_fn, variables, query_x)
   return jax.jit(fn)
 
 
@@ -48,7 +74,7 @@ def meta_validate(adapt_predict: Callable, inner_lr: Any, variables: Mapping, sa
                                    jax.random.key(seed * 7919 + b * 131 + t)))
       preds.append(p)
       labels.append(qy[t])
-      if np.ptp(qy[t]) > 0 and np.ptp(p) > 0:
+      if len(p) >= metrics.MIN_PAIRS and np.ptp(qy[t]) > 0 and np.ptp(p) > 0:
         per_task.append(metrics.srocc(p, qy[t]))
   preds, labels = np.concatenate(preds), np.concatenate(labels)
   try:

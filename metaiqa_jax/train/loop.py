@@ -70,6 +70,7 @@ def run_steps(config: ml_collections.ConfigDict, workdir, *, model: models.MetaI
     common.Preempted: SIGTERM arrived; the state after the step in flight was checkpointed.
   """
   ckpt = checkpoints.Checkpointer(workdir, model_config=models.model_config(model),
+                                  inputs=common.input_spec(config.data),
                                   keep_latest=config.keep_checkpoints,
                                   keep_best=config.keep_best, best_metric='val_srocc')
   restored = ckpt.restore_latest(state)

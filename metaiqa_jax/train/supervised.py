@@ -39,9 +39,18 @@ def make_train_step(apply_fn: meta.ApplyFn, tx: optax.GradientTransformation,
   return jax.jit(step, donate_argnums=(0,))
 
 
+def predict_views(apply_fn: meta.ApplyFn, variables, images: jax.Array) -> jax.Array:
+  """Eval-mode scores (running BatchNorm statistics): images (B, S, S, 3) -> (B,), or
+  (B, V, S, S, 3) views of B images -> (B,), the mean over each image's V views."""
+  if images.ndim == 4:
+    return apply_fn(variables, images, False)[0]
+  scores = apply_fn(variables, images.reshape((-1,) + images.shape[2:]), False)[0]
+  return scores.reshape(images.shape[:2]).mean(axis=1)
+
+
 def make_predict(apply_fn: meta.ApplyFn) -> Callable:
-  """`predict(variables, images (B,S,S,3)) -> (B,)` in eval mode (running BatchNorm stats)."""
-  return jax.jit(lambda variables, images: apply_fn(variables, images, False)[0])
+  """`predict(variables, images) -> (B,)`: `predict_views`, jitted (once per input shape)."""
+  return jax.jit(lambda variables, images: predict_views(apply_fn, variables, images))
 
 
 def predict_loader(predict: Callable, variables: Mapping,

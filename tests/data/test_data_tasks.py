@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from metaiqa_jax.data import SyntheticBank, distort
+from metaiqa_jax.preprocess import InputSpec
 from metaiqa_jax.data.pipeline import make_eval_loader, make_loader
 from metaiqa_jax.data.splits import lodo_split, load_splits, make_splits, save_splits
 from metaiqa_jax.data.tasks import TaskSampler
@@ -12,6 +13,7 @@ import data_layouts
 
 TYPES = (1, 11, 16)
 IMAGE_SIZE = 16
+INPUTS = InputSpec(IMAGE_SIZE, resize_to=18)  # the authors' resize-then-crop pipeline
 
 
 @pytest.fixture(scope='module')
@@ -23,8 +25,8 @@ def bank():
 
 @pytest.fixture(scope='module')
 def sampler(bank):
-  return TaskSampler(bank, support_size=4, query_size=3, tasks_per_batch=2,
-                     image_size=IMAGE_SIZE, seed=7)
+  return TaskSampler(bank, support_size=4, query_size=3, tasks_per_batch=2, inputs=INPUTS,
+                     seed=7)
 
 
 def test_bank_records(bank):
@@ -41,6 +43,13 @@ def test_bank_records(bank):
   np.testing.assert_array_equal(lazy[40]['image'], bank[40]['image'])
 
 
+def test_bank_made_by_worker_processes_is_identical(bank):
+  parallel = SyntheticBank(data_layouts.tiny_pristine(5), types=TYPES, max_side=None,
+                           progress=False, workers=2)
+  for i in range(len(bank)):
+    np.testing.assert_array_equal(parallel[i]['image'], bank[i]['image'])
+
+
 def test_sample_shapes_and_labels(sampler, bank):
   batch = sampler.sample(0)
   plan = sampler.plan(0)
@@ -49,7 +58,16 @@ def test_sample_shapes_and_labels(sampler, bank):
     assert x.shape == (2, n, IMAGE_SIZE, IMAGE_SIZE, 3) and x.dtype == np.float32
     assert y.shape == (2, n) and y.dtype == np.float32
     np.testing.assert_allclose(y, bank.metadata()['mos_norm'][plan[part]], rtol=1e-6)
-  assert sampler.resize_to == round(IMAGE_SIZE * 256 / 224)
+
+
+def test_eval_sampler_gives_every_view_of_each_image(bank):
+  inputs = InputSpec(IMAGE_SIZE, resize_to=0, eval_grid=2, fragments=2)
+  sampler = TaskSampler(bank, support_size=2, query_size=3, tasks_per_batch=2, inputs=inputs,
+                        train=False, seed=7)
+  x, _ = sampler.sample(0)['query']
+  assert x.shape == (2, 3, 4, IMAGE_SIZE, IMAGE_SIZE, 3)
+  first = sampler.plan(0)['query'][0, 0]
+  np.testing.assert_array_equal(x[0, 0], inputs.eval(bank[int(first)]['image']))
 
 
 def test_tasks_are_one_type_and_reference_disjoint(sampler, bank):
@@ -64,7 +82,7 @@ def test_tasks_are_one_type_and_reference_disjoint(sampler, bank):
 
 def test_reproducible_by_seed_and_step(sampler, bank):
   again = TaskSampler(bank, support_size=4, query_size=3, tasks_per_batch=2,
-                      image_size=IMAGE_SIZE, seed=7)
+                      inputs=INPUTS, seed=7)
   a, b = sampler.sample(3), again.sample(3)
   for part in ('support', 'query'):
     np.testing.assert_array_equal(a[part][0], b[part][0])
@@ -72,20 +90,20 @@ def test_reproducible_by_seed_and_step(sampler, bank):
   c = sampler.sample(4)
   assert not np.array_equal(a['support'][0], c['support'][0])
   other_seed = TaskSampler(bank, support_size=4, query_size=3, tasks_per_batch=2,
-                           image_size=IMAGE_SIZE, seed=8)
+                           inputs=INPUTS, seed=8)
   assert not np.array_equal(a['support'][0], other_seed.sample(3)['support'][0])
 
 
 def test_eval_mode_and_type_subset(bank):
   sampler = TaskSampler(bank, types=[11], support_size=2, query_size=2, tasks_per_batch=3,
-                        image_size=IMAGE_SIZE, train=False)
+                        inputs=INPUTS, train=False)
   plan = sampler.plan(0)
   assert (plan['types'] == 11).all()  # more tasks than types: drawn with replacement
   x, _ = sampler.sample(0)['query']
-  assert x.shape == (3, 2, IMAGE_SIZE, IMAGE_SIZE, 3)
+  assert x.shape == (3, 2, 1, IMAGE_SIZE, IMAGE_SIZE, 3)  # one view: the resized image
   with pytest.raises(ValueError, match=r'types \[2\] have no images'):
     TaskSampler(bank, types=[2], support_size=2, query_size=2, tasks_per_batch=1,
-                image_size=IMAGE_SIZE)
+                inputs=INPUTS)
 
 
 def test_sampler_rejects_authentic_sources():
@@ -93,7 +111,8 @@ def test_sampler_rejects_authentic_sources():
     def metadata(self):
       return {'dist_type': np.full(4, -1), 'ref_id': np.full(4, -1), 'mos_norm': np.zeros(4)}
   with pytest.raises(ValueError, match='no synthetic distortion types'):
-    TaskSampler(Authentic(), support_size=1, query_size=1, tasks_per_batch=1, image_size=8)
+    TaskSampler(Authentic(), support_size=1, query_size=1, tasks_per_batch=1,
+                inputs=InputSpec(8))
 
 
 def test_lodo_split():
@@ -131,7 +150,7 @@ def test_make_splits_authentic_by_image():
 
 def test_make_loader_epoch_and_determinism(bank):
   indices = np.arange(0, 75, 3)  # 25 records
-  batches = list(make_loader(bank, indices, batch_size=4, image_size=IMAGE_SIZE, train=True,
+  batches = list(make_loader(bank, indices, batch_size=4, inputs=INPUTS, train=True,
                              seed=0, num_epochs=1, drop_remainder=False))
   assert [b['image'].shape[0] for b in batches] == [4] * 6 + [1]
   assert batches[0]['image'].shape[1:] == (IMAGE_SIZE, IMAGE_SIZE, 3)
@@ -139,7 +158,7 @@ def test_make_loader_epoch_and_determinism(bank):
   assert sorted(seen.tolist()) == indices.tolist() and seen.tolist() != indices.tolist()
   np.testing.assert_allclose(np.concatenate([b['mos_norm'] for b in batches]),
                              bank.metadata()['mos_norm'][seen], rtol=1e-6)
-  again = make_loader(bank, indices, batch_size=4, image_size=IMAGE_SIZE, train=True, seed=0)
+  again = make_loader(bank, indices, batch_size=4, inputs=INPUTS, train=True, seed=0)
   first = next(again)
   np.testing.assert_array_equal(first['image'], batches[0]['image'])
   endless = [next(again) for _ in range(10)]  # repeats past one epoch, fixed shapes
@@ -148,8 +167,8 @@ def test_make_loader_epoch_and_determinism(bank):
 
 def test_eval_loader_covers_every_index_once(bank):
   indices = np.arange(10)
-  batches = list(make_eval_loader(bank, indices, batch_size=4, image_size=IMAGE_SIZE))
-  assert [b['image'].shape[0] for b in batches] == [4, 4, 4]
+  batches = list(make_eval_loader(bank, indices, batch_size=4, inputs=INPUTS))
+  assert [b['image'].shape for b in batches] == [(4, 1, IMAGE_SIZE, IMAGE_SIZE, 3)] * 3
   mask = np.concatenate([b['mask'] for b in batches])
   index = np.concatenate([b['index'] for b in batches])
   assert mask.tolist() == [True] * 10 + [False] * 2
@@ -158,7 +177,7 @@ def test_eval_loader_covers_every_index_once(bank):
 
 def test_loader_with_worker_process(bank):
   indices = np.arange(8)
-  kwargs = dict(batch_size=4, image_size=IMAGE_SIZE, train=True, seed=3, num_epochs=1)
+  kwargs = dict(batch_size=4, inputs=INPUTS, train=True, seed=3, num_epochs=1)
   in_process = list(make_loader(bank, indices, **kwargs))
   workers = list(make_loader(bank, indices, worker_count=1, **kwargs))
   assert len(workers) == len(in_process) == 2

@@ -13,6 +13,7 @@ from metaiqa_jax.data.tfds import (MetaiqaCid2013, MetaiqaCsv, MetaiqaKadid10k,
                                    MetaiqaKoniq10k, MetaiqaLivec, MetaiqaSynthetic,
                                    MetaiqaTid2013, TFDSSource)
 from metaiqa_jax.data.tasks import TaskSampler
+from metaiqa_jax.preprocess import InputSpec
 
 import data_layouts
 
@@ -79,7 +80,7 @@ def test_synthetic_builder_round_trip_and_feeds_task_sampler(tmp_path):
   prepared = TFDSSource('metaiqa_synthetic', tmp_path)
   _assert_same_records(SyntheticBank(lazy=True, **SYNTHETIC_ARGS), prepared)
   sampler = TaskSampler(prepared, support_size=2, query_size=2, tasks_per_batch=2,
-                        image_size=16)
+                        inputs=InputSpec(16))
   x, y = sampler.sample(0)['support']
   assert x.shape == (2, 2, 16, 16, 3) and y.shape == (2, 2)
 
