@@ -46,7 +46,7 @@ machine (JAX 0.10.2, XLA CPU, shared with other jobs, so noisy), seconds per ste
 'map' is the choice when compile time or memory matter more than step time.
 """
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import flax.struct
 import jax
@@ -63,6 +63,7 @@ AdaptSpec = str | Callable[[tuple[str, ...]], bool]
 
 ALGORITHMS = ('maml', 'fomaml', 'reptile')
 TASK_MAPS = ('vmap', 'map', 'unroll')
+BATCH_NORMS = ('task', 'shared')
 INNER_OPTIMIZERS = ('sgd', 'adam')
 # Adam inside a differentiated inner loop: d sqrt(v)/dv is infinite at v = 0 (a parameter whose
 # gradient is exactly zero), so second-order runs add eps_root under the square root.
@@ -127,8 +128,15 @@ def broadcast_inner_lr(inner_lr: Any, params: Pytree) -> Pytree:
 
 
 def _inner_loop(apply_fn, params, batch_stats, inner_lr, support, *, steps, first_order, adapt,
-                rng, loss_fn, remat, inner_optimizer):
-  """K support steps. Returns (adapted params, batch_stats, support losses (K,) before each)."""
+                rng, loss_fn, remat, inner_optimizer, batch_norm='task'):
+  """K support steps. Returns (adapted params, batch_stats, support losses (K,) before each).
+
+  `batch_norm` 'task': training mode (the support set's own batch statistics, running ones
+  updated); 'shared': evaluation mode with `batch_stats` (left unchanged).
+  """
+  if batch_norm not in BATCH_NORMS:
+    raise ValueError(f'batch_norm must be one of {BATCH_NORMS}; got {batch_norm!r}')
+  train = batch_norm == 'task'
   if steps < 1:
     raise ValueError(f'inner steps must be >= 1, got {steps}')
   if inner_optimizer not in INNER_OPTIMIZERS:
@@ -147,7 +155,7 @@ def _inner_loop(apply_fn, params, batch_stats, inner_lr, support, *, steps, firs
 
   def support_loss(adapted, stats, key):
     rngs = None if key is None else {'dropout': key}
-    pred, state = apply_fn({'params': merge(adapted), 'batch_stats': stats}, x, True, rngs)
+    pred, state = apply_fn({'params': merge(adapted), 'batch_stats': stats}, x, train, rngs)
     return loss_fn(pred, y), state['batch_stats']
 
   if inner_optimizer == 'adam':
@@ -175,7 +183,7 @@ def _inner_loop(apply_fn, params, batch_stats, inner_lr, support, *, steps, firs
 def inner_adapt(apply_fn: ApplyFn, variables: Mapping[str, Pytree], support: tuple, *,
                 steps: int, inner_lr: Any, first_order: bool = False, adapt: AdaptSpec = 'all',
                 rng: jax.Array | None = None, loss_fn: LossFn = mse, remat: bool = False,
-                inner_optimizer: str = 'sgd') -> dict:
+                inner_optimizer: str = 'sgd', batch_norm: str = 'task') -> dict:
   """Adapts `variables` to one task's support set with K gradient steps.
 
   Args:
@@ -192,6 +200,9 @@ def inner_adapt(apply_fn: ApplyFn, variables: Mapping[str, Pytree], support: tup
     remat: rematerialise each inner step (`jax.checkpoint`), so differentiating through the loop
       stores one carry per step instead of every activation.
     inner_optimizer: 'sgd' (`p - lr * g`) or 'adam' (`p - lr * adam_direction(g)`, fresh state).
+    batch_norm: 'task': BatchNorm normalises with the support set's statistics (training mode);
+      'shared': with the running statistics in `variables` (evaluation mode), as a model
+      meta-trained with `batch_norm='shared'` was (see `meta_grad`).
 
   Returns:
     `{'params': adapted, 'batch_stats': running statistics after the K steps}`.
@@ -199,7 +210,7 @@ def inner_adapt(apply_fn: ApplyFn, variables: Mapping[str, Pytree], support: tup
   params, stats, _ = _inner_loop(apply_fn, variables['params'], variables.get('batch_stats', {}),
                                  inner_lr, support, steps=steps, first_order=first_order,
                                  adapt=adapt, rng=rng, loss_fn=loss_fn, remat=remat,
-                                 inner_optimizer=inner_optimizer)
+                                 inner_optimizer=inner_optimizer, batch_norm=batch_norm)
   return {'params': params, 'batch_stats': stats}
 
 
@@ -243,8 +254,38 @@ def _mean_over_tasks(fn, per_task, task_map, num_tasks):
   return jax.tree.map(lambda a: a / num_tasks, total)
 
 
+def _pooled_images(tasks) -> jax.Array:
+  """Every support and query image of a meta-batch, tasks pooled: (tasks * (S + Q), ...)."""
+  return jnp.concatenate([jnp.reshape(tasks[part][0], (-1,) + jnp.shape(tasks[part][0])[2:])
+                          for part in ('support', 'query')])
+
+
+def _batch_statistics(apply_fn, variables, images, rng):
+  """BatchNorm statistics of `images` in the model's own running-statistics format, and the
+  running statistics a training-mode pass over them would leave.
+
+  Read off two training-mode passes of `apply_fn` whatever its BatchNorm momentum m: from zero
+  running statistics a pass leaves m * batch statistics, and one image from zeros and from ones
+  gives m (1 - m + m b - m b = 1 - m). Returns `(batch, updated)`, differentiable in `variables`.
+  """
+  rngs = None if rng is None else {'dropout': rng}
+  stats = variables['batch_stats']
+  zeros = jax.tree.map(jnp.zeros_like, stats)
+  from_zeros = apply_fn(variables | {'batch_stats': zeros}, images[:1], True, rngs)[1]
+  from_ones = apply_fn(variables | {'batch_stats': jax.tree.map(jnp.ones_like, stats)},
+                       images[:1], True, rngs)[1]
+  momentum = jax.tree.map(lambda z, o: jax.lax.stop_gradient(1.0 - (o - z)),
+                          from_zeros['batch_stats'], from_ones['batch_stats'])
+  scaled = apply_fn(variables | {'batch_stats': zeros}, images, True, rngs)[1]['batch_stats']
+  batch = jax.tree.map(lambda s_, m: s_ / m, scaled, momentum)
+  updated = jax.tree.map(lambda old, b, m: (1 - m) * old + m * jax.lax.stop_gradient(b),
+                         stats, batch, momentum)
+  return batch, updated
+
+
 def _meta_grad_keys(apply_fn, variables, tasks, task_keys, *, inner_steps, inner_lr, algorithm,
-                    task_map, adapt, loss_fn, remat, inner_optimizer, learn_inner_lr):
+                    task_map, adapt, loss_fn, remat, inner_optimizer, learn_inner_lr,
+                    batch_norm='task'):
   """`meta_grad` with one dropout key per task (`task_keys` (tasks, ...) or None)."""
   if algorithm not in ALGORITHMS:
     raise ValueError(f'algorithm must be one of {ALGORITHMS}; got {algorithm!r}')
@@ -254,6 +295,14 @@ def _meta_grad_keys(apply_fn, variables, tasks, task_keys, *, inner_steps, inner
   num_tasks = _check_tasks(tasks)
   task_map = default_task_map() if task_map is None else task_map
   params, batch_stats = variables['params'], variables.get('batch_stats', {})
+  if batch_norm == 'shared':
+    if algorithm == 'reptile':
+      raise ValueError("batch_norm='shared' needs a query gradient: use algorithm='maml' or "
+                       "'fomaml', not 'reptile'")
+    return _shared_meta_grad(apply_fn, variables, tasks, task_keys, inner_steps=inner_steps,
+                             inner_lr=inner_lr, first_order=algorithm == 'fomaml',
+                             task_map=task_map, adapt=adapt, loss_fn=loss_fn, remat=remat,
+                             inner_optimizer=inner_optimizer, learn_inner_lr=learn_inner_lr)
   first_order = algorithm != 'maml'
   loop = dict(steps=inner_steps, first_order=first_order, adapt=adapt, loss_fn=loss_fn,
               remat=remat, inner_optimizer=inner_optimizer)
@@ -294,11 +343,54 @@ def _meta_grad_keys(apply_fn, variables, tasks, task_keys, *, inner_steps, inner
   return mean['loss'], mean['grads'], aux
 
 
+def _shared_meta_grad(apply_fn, variables, tasks, task_keys, *, inner_steps, inner_lr,
+                      first_order, task_map, adapt, loss_fn, remat, inner_optimizer,
+                      learn_inner_lr):
+  """`meta_grad` with batch_norm='shared' (maml or fomaml).
+
+  The statistics of the pooled meta-batch are computed inside the differentiated function, so
+  the mean query loss is differentiated once, through them (as plain BatchNorm over the pooled
+  batch would be); each task's passes run BatchNorm in evaluation mode with those statistics.
+  """
+  num_tasks = _check_tasks(tasks)
+  images = _pooled_images(tasks)
+  stats_key = None if task_keys is None else jax.random.fold_in(task_keys[0], 2)
+  loop = dict(steps=inner_steps, first_order=first_order, adapt=adapt, loss_fn=loss_fn,
+              remat=remat, inner_optimizer=inner_optimizer, batch_norm='shared')
+
+  def mean_query_loss(params, lr):
+    batch, updated = _batch_statistics(apply_fn, variables | {'params': params}, images,
+                                       stats_key)
+
+    def one_task(task):
+      (xs, ys), (xq, yq), key = task['support'], task['query'], task['key']
+      support_key = None if key is None else jax.random.fold_in(key, 0)
+      adapted, _, inner_losses = _inner_loop(apply_fn, params, batch, lr, (xs, ys),
+                                             rng=support_key, **loop)
+      pred, _ = apply_fn({'params': adapted, 'batch_stats': batch}, xq, False)
+      return {'loss': loss_fn(pred, yq), 'inner_losses': inner_losses}
+
+    per_task = {'support': tuple(tasks['support']), 'query': tuple(tasks['query']),
+                'key': task_keys}
+    mean = _mean_over_tasks(one_task, per_task, task_map, num_tasks)
+    return mean['loss'], (mean['inner_losses'], updated)
+
+  argnums = (0, 1) if learn_inner_lr else 0
+  (loss, (inner_losses, updated)), grads = jax.value_and_grad(
+      mean_query_loss, argnums=argnums, has_aux=True)(variables['params'], inner_lr)
+  aux = {'batch_stats': jax.lax.stop_gradient(updated), 'inner_losses': inner_losses,
+         'support_loss': inner_losses[0]}
+  if learn_inner_lr:
+    grads, aux['inner_lr_grads'] = grads
+  return loss, grads, aux
+
+
 def meta_grad(apply_fn: ApplyFn, variables: Mapping[str, Pytree], tasks: Mapping[str, tuple], *,
               inner_steps: int, inner_lr: Any, algorithm: str = 'maml',
               task_map: str | None = None, rng: jax.Array | None = None,
               adapt: AdaptSpec = 'all', loss_fn: LossFn = mse, remat: bool = False,
-              inner_optimizer: str = 'sgd', learn_inner_lr: bool = False):
+              inner_optimizer: str = 'sgd', learn_inner_lr: bool = False,
+              batch_norm: str = 'task'):
   """Meta-gradient of the mean query loss after inner adaptation, averaged over tasks.
 
   Args:
@@ -310,6 +402,14 @@ def meta_grad(apply_fn: ApplyFn, variables: Mapping[str, Pytree], tasks: Mapping
     rng: dropout key, split into one key per task (task i: support step s uses
       `fold_in(fold_in(key_i, 0), s)`, the query pass `fold_in(key_i, 1)`). None: no dropout.
     learn_inner_lr: also differentiate w.r.t. `inner_lr` (Meta-SGD).
+    batch_norm: 'task' (MAML as published): every support and query pass normalises with its
+      own batch statistics, so a task whose images all share one distortion type is normalised
+      by that type's statistics and what the type changes in common (its absolute quality
+      level) is removed before the head sees it. 'shared' (maml or fomaml): every pass
+      normalises with the statistics of the whole meta-batch (all tasks' support and query
+      images pooled, differentiated through as plain BatchNorm over that batch would be), so all
+      tasks are normalised alike, as at test time; running statistics are updated from them
+      and dropout is off.
 
   Returns:
     `(loss, grads, aux)`: `loss` the mean query loss after adaptation (float scalar), `grads`
@@ -324,7 +424,7 @@ def meta_grad(apply_fn: ApplyFn, variables: Mapping[str, Pytree], tasks: Mapping
   return _meta_grad_keys(apply_fn, variables, tasks, task_keys, inner_steps=inner_steps,
                          inner_lr=inner_lr, algorithm=algorithm, task_map=task_map, adapt=adapt,
                          loss_fn=loss_fn, remat=remat, inner_optimizer=inner_optimizer,
-                         learn_inner_lr=learn_inner_lr)
+                         learn_inner_lr=learn_inner_lr, batch_norm=batch_norm)
 
 
 class MetaTrainState(flax.struct.PyTreeNode):
@@ -405,11 +505,13 @@ def make_meta_step(apply_fn: ApplyFn, tx: optax.GradientTransformation, *, inner
                    inner_lr: Any = None, algorithm: str = 'maml', task_map: str | None = None,
                    adapt: AdaptSpec = 'all', loss_fn: LossFn = mse, remat: bool = False,
                    inner_optimizer: str = 'sgd', mesh: jax.sharding.Mesh | None = None,
-                   donate: bool = True) -> Callable:
+                   donate: bool = True, batch_norm: str = 'task') -> Callable:
   """One compiled meta-update, the task axis sharded over the devices of `mesh`.
 
   Args:
-    apply_fn, inner_steps, algorithm, adapt, loss_fn, remat, inner_optimizer: as in `meta_grad`.
+    apply_fn, inner_steps, algorithm, adapt, loss_fn, remat, inner_optimizer, batch_norm: as in
+      `meta_grad` ('shared' statistics are those of each device's share of the tasks, then
+      averaged over devices).
     tx: the outer optimiser the state was made with.
     inner_lr: scalar or prefix tree; ignored (may be None) when the state carries Meta-SGD rates.
     task_map: per-device task mapping; None = `default_task_map` of the mesh's platform.
@@ -437,7 +539,7 @@ def make_meta_step(apply_fn: ApplyFn, tx: optax.GradientTransformation, *, inner
         apply_fn, {'params': params, 'batch_stats': batch_stats}, per_task['tasks'],
         per_task['keys'], inner_steps=inner_steps, inner_lr=lr if learn else inner_lr,
         algorithm=algorithm, task_map=task_map, adapt=adapt, loss_fn=loss_fn, remat=remat,
-        inner_optimizer=inner_optimizer, learn_inner_lr=learn)
+        inner_optimizer=inner_optimizer, learn_inner_lr=learn, batch_norm=batch_norm)
     return loss, grads, aux
 
   sharded_mean = parallel.mean_over_task_shards(device_mean, mesh)
