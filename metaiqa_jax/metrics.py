@@ -162,3 +162,35 @@ def aggregate(results: Sequence[Mapping[str, float]],
     summary[name] = {'mean': float(np.mean(values)), 'std': float(np.std(values)),
                      'median': float(np.median(values)), 'values': values.tolist()}
   return summary
+
+
+def t_interval(values) -> tuple[float, float, int]:
+  """Mean, 95% Student-t interval half-width and count of `values` (NaNs dropped).
+
+  The half-width is NaN for a single value; the mean is NaN for none.
+  """
+  v = np.asarray(values, np.float64)
+  v = v[np.isfinite(v)]
+  if v.size == 0:
+    return float('nan'), float('nan'), 0
+  if v.size == 1:
+    return float(v[0]), float('nan'), 1
+  half = stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
+  return float(v.mean()), float(half), int(v.size)
+
+
+def summarise(rows: Sequence[Mapping], keys: Sequence[str],
+              names: Sequence[str] = ('srocc', 'plcc')) -> list[dict]:
+  """Per group of `keys`: mean and 95% t-interval (`<name>_ci95`) of each of `names` over the
+  group's rows, and `n`, the number of finite values; groups in sorted order."""
+  groups = {}
+  for row in rows:
+    groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+  out = []
+  for key, group in sorted(groups.items()):
+    entry = dict(zip(keys, key))
+    for name in names:
+      mean, half, n = t_interval([r[name] for r in group])
+      entry |= {name: mean, f'{name}_ci95': half, 'n': n}
+    out.append(entry)
+  return out

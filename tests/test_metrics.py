@@ -89,3 +89,21 @@ def test_aggregate_over_splits():
   assert summary['plcc']['values'] == [0.7, 0.75, 0.9]
   with pytest.raises(ValueError, match="'plcc' is missing from results \\[1\\]"):
     metrics.aggregate([{'srocc': 0.8, 'plcc': 0.7}, {'srocc': 0.9}])
+
+
+def test_t_interval_matches_scipy():
+  values = [0.1, 0.4, 0.35, 0.2]
+  mean, half, n = metrics.t_interval(values + [float('nan')])
+  low, high = stats.t.interval(0.95, 3, loc=np.mean(values), scale=stats.sem(values))
+  np.testing.assert_allclose([mean - half, mean + half], [low, high])
+  assert n == 4
+  assert metrics.t_interval([0.3])[0] == 0.3 and np.isnan(metrics.t_interval([0.3])[1])
+
+
+def test_summarise_groups_rows_and_sorts_groups():
+  rows = [{'init': 'b', 'srocc': 0.5, 'plcc': 0.4}, {'init': 'a', 'srocc': 0.1, 'plcc': 0.2},
+          {'init': 'b', 'srocc': 0.7, 'plcc': 0.6}]
+  summary = metrics.summarise(rows, ('init',))
+  assert [r['init'] for r in summary] == ['a', 'b']
+  assert summary[1]['srocc'] == pytest.approx(0.6) and summary[1]['n'] == 2
+  assert summary[1]['plcc_ci95'] == pytest.approx(metrics.t_interval([0.4, 0.6])[1])

@@ -82,3 +82,11 @@ def test_markdown_table():
   table = reporting.markdown_table([{'split': 0, 'srocc': 0.81234}, {'split': 1}],
                                    ['split', 'srocc'])
   assert table == '| split | srocc |\n|---|---|\n| 0 | 0.812 |\n| 1 |  |\n'
+
+
+def test_replace_generated_section_keeps_everything_else():
+  text = 'intro\n<!-- BEGIN t -->\nold\nrows\n<!-- END t -->\nrest\n'
+  assert (reporting.replace_generated_section(text, 't', '| a |\n')
+          == 'intro\n<!-- BEGIN t -->\n| a |\n<!-- END t -->\nrest\n')
+  with pytest.raises(ValueError, match='BEGIN other'):
+    reporting.replace_generated_section(text, 'other', 'x')

@@ -239,3 +239,52 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], *,
   lines = ['| ' + ' | '.join(columns) + ' |', '|' + '|'.join('---' for _ in columns) + '|']
   lines += ['| ' + ' | '.join(cell(row.get(c)) for c in columns) + ' |' for row in rows]
   return '\n'.join(lines) + '\n'
+
+
+def interval_table(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> str:
+  """A markdown table of `metrics.summarise` rows: `keys`, then SROCC and PLCC as
+  'mean ± 95% half-width', then n."""
+  return markdown_table(
+      [dict(r) | {'SROCC': f"{r['srocc']:.3f} ± {r['srocc_ci95']:.3f}",
+                  'PLCC': f"{r['plcc']:.3f} ± {r['plcc_ci95']:.3f}"} for r in rows],
+      list(keys) + ['SROCC', 'PLCC', 'n'])
+
+
+def write_outputs(workdir, report: Mapping[str, Any], summary: str) -> None:
+  """Writes `summary` (markdown) to workdir/summary.md and `report` to workdir/report.json."""
+  _atomic_write_text(os.path.join(os.fspath(workdir), 'summary.md'), summary)
+  write_report(workdir, report)
+
+
+def plot_intervals(path, labels: Sequence[str], means: Sequence[float],
+                   half_widths: Sequence[float], ylabel: str, *,
+                   title: Optional[str] = None) -> None:
+  """Saves a PNG of one point per label with its interval (mean ± half width) as error bar."""
+  fig = Figure(figsize=(5.5, 4), dpi=100)
+  ax = fig.add_subplot()
+  positions = np.arange(len(labels))
+  errors = np.nan_to_num(np.asarray(half_widths, np.float64))
+  ax.errorbar(positions, means, yerr=errors, fmt='o', capsize=6, markersize=7)
+  ax.set_xticks(positions, labels)
+  ax.set_xlim(-0.5, len(labels) - 0.5)
+  ax.set_ylabel(ylabel)
+  if title:
+    ax.set_title(title)
+  ax.grid(axis='y', alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(os.fspath(path), format='png')
+
+
+def replace_generated_section(text: str, name: str, content: str) -> str:
+  """`text` with the lines between `<!-- BEGIN name -->` and `<!-- END name -->` replaced by
+  `content` (the marker lines are kept).
+
+  Raises:
+    ValueError: the markers are missing, repeated or out of order (names them).
+  """
+  begin, end = f'<!-- BEGIN {name} -->', f'<!-- END {name} -->'
+  if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+    raise ValueError(f'expected one "{begin}" line followed by one "{end}" line')
+  head, rest = text.split(begin, 1)
+  _, tail = rest.split(end, 1)
+  return f'{head}{begin}\n{content.strip()}\n{end}{tail}'
