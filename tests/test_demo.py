@@ -30,8 +30,17 @@ def test_demo_writes_rows_for_every_method_type_k_and_seed(smoke_run):
     assert set(row) >= {'method', 'held_out_type', 'k', 'seed', 'srocc', 'plcc'}
     assert np.isnan(row['srocc']) or -1 <= row['srocc'] <= 1
   assert report['held_out_types'] == {10: 'JPEG', 11: 'AWGN'}
+  sanity = json.load(open(workdir / 'report.json'))['sanity']
+  assert [r['method'] for r in sanity] == list(demo.METHODS)
+  for row in sanity:
+    assert -1 <= row['srocc'] <= 1 and -1 <= row['plcc'] <= 1
+    # Held-out photos under every training type, each image scored once.
+    assert row['images'] == config.demo.held_out_photos * 23 * 5
   assert os.path.getsize(workdir / 'srocc_vs_k.png') > 0
-  assert '| method | k | SROCC | PLCC | n |' in open(workdir / 'summary.md').read()
+  summary = open(workdir / 'summary.md').read()
+  assert summary.index(demo.SANITY_TITLE) < summary.index(demo.HELD_OUT_TITLE)
+  assert '| method | srocc | plcc | images |' in summary
+  assert '| method | k | SROCC | PLCC | n |' in summary
 
 
 def test_demo_summary_is_the_mean_over_types_then_draws(smoke_run):
@@ -54,18 +63,10 @@ def test_training_never_sees_held_out_types_or_photos(smoke_run):
 
 
 def test_training_source_drops_exactly_the_held_out_photos():
-  bank = SyntheticBank(types=(10,), levels=(1, 2), max_side=48, progress=False)
+  bank = SyntheticBank(types=(10,), levels=(1, 2), max_side=48, progress=False, workers=2)
   test_photos = demo.split_photos(bank, 3, seed=0)
   kept = demo.training_source(bank, test_photos).metadata()['ref_id']
   all_photos = set(bank.metadata()['ref_id'])
   assert set(kept) == all_photos - set(test_photos) and len(test_photos) == 3
   assert len(kept) == 2 * (len(all_photos) - 3)
-
-
-def test_t_interval_matches_scipy():
-  values = [0.1, 0.4, 0.35, 0.2]
-  mean, half, n = demo.t_interval(values + [float('nan')])
-  import scipy.stats  # pylint: disable=g-import-not-at-top
-  low, high = scipy.stats.t.interval(0.95, 3, loc=np.mean(values), scale=scipy.stats.sem(values))
-  np.testing.assert_allclose([mean - half, mean + half], [low, high])
-  assert n == 4
+  assert len(all_photos) == 35  # 24 Kodak photos shipped in the package + 11 from the wheels.

@@ -1,12 +1,15 @@
-"""absl mains of the programs: `metaiqa-meta-train`, `-finetune`, `-evaluate`, `-lodo`, `-demo`.
+"""absl mains of the programs: `metaiqa-meta-train`, `-finetune`, `-evaluate`, `-lodo`, `-demo`,
+`-transfer`.
 
-Each takes `--config=configs/NAME.py` (an ml_collections `get_config()` file; override any key
-with `--config.KEY=VALUE`; unknown keys are refused by name), `--workdir=DIR` (everything the run
-writes; running again on the same DIR resumes) and `--distributed` (call
+Each takes `--config=configs/NAME.py` (an ml_collections `get_config()` file, default: the
+program's own, see `_runner`; override any key with `--config.KEY=VALUE`; unknown keys are
+refused by name), `--workdir=DIR` (everything the run writes; running again on the same DIR
+resumes) and `--distributed` (call
 `jax.distributed.initialize()` first: TPU pods, Slurm). The work is done by the function of the
 same name in `metaiqa_jax.train`, which tests call directly.
 """
 
+import importlib.util
 import logging
 import signal
 import sys
@@ -19,10 +22,9 @@ from metaiqa_jax import checkpoints, configlib, weights
 from metaiqa_jax.io import ImageReadError
 from metaiqa_jax.train.common import Preempted
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and reports.')
-_SMOKE = flags.DEFINE_bool('smoke', False, 'metaiqa-demo without --config: the toy-size demo '
-                           '(seconds; its numbers mean nothing).')
+flags.DEFINE_bool('smoke', False, 'metaiqa-demo and metaiqa-transfer without --config: the '
+                  'toy-size run of their default config (seconds; its numbers mean nothing).')
 _DISTRIBUTED = flags.DEFINE_bool('distributed', False,
                                  'Call jax.distributed.initialize() (multi-host clusters).')
 
@@ -42,8 +44,17 @@ class _QuietDependencies(logging.Filter):
     return record.levelno >= logging.WARNING or '/orbax/' not in record.pathname
 
 
-def _runner(name: str, program: Callable[[], Callable],
-            default_config: Callable[[], object] | None = None) -> Callable[[], None]:
+def _module_file(module: str) -> str:
+  return importlib.util.find_spec(module).origin
+
+
+def _runner(name: str, program: Callable[[], Callable], config_module: str,
+            smoke: bool = False) -> Callable[[], None]:
+  """The console entry point of a program.
+
+  `--config` defaults to `get_config()` of `config_module` (with its argument 'smoke' when
+  `smoke` and --smoke are given), so `--config.KEY=VALUE` overrides work without `--config`.
+  """
   def main(argv):
     if len(argv) > 1:
       raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -51,11 +62,7 @@ def _runner(name: str, program: Callable[[], Callable],
       raise app.UsageError('--workdir is required')
     for handler in logging.getLogger().handlers + logging.getLogger('absl').handlers:
       handler.addFilter(_QuietDependencies())
-    config = _CONFIG.value
-    if config is None:
-      if default_config is None:
-        raise app.UsageError('--config is required')
-      config = default_config()
+    config = flags.FLAGS.config
     if _DISTRIBUTED.value:
       config.distributed = True
     try:
@@ -66,7 +73,15 @@ def _runner(name: str, program: Callable[[], Callable],
     except Preempted as e:
       print(f'{name}: {e}', file=sys.stderr)
       sys.exit(PREEMPTED_EXIT_STATUS)
-  return lambda: app.run(main)
+
+  def entry():
+    default = _module_file(config_module)
+    if smoke and any(arg in ('--smoke', '--smoke=true', '--smoke=True') for arg in sys.argv):
+      default += ':smoke'
+    config_flags.DEFINE_config_file(
+        'config', default, f'Experiment config file (configs/*.py); default: {config_module}.')
+    app.run(main)
+  return entry
 
 
 def _meta_train():
@@ -94,13 +109,15 @@ def _demo():
   return demo
 
 
-def _demo_config():
-  from metaiqa_jax.train.demo import demo_config  # pylint: disable=g-import-not-at-top
-  return demo_config(smoke=_SMOKE.value)
+def _transfer():
+  from metaiqa_jax.train.transfer import transfer  # pylint: disable=g-import-not-at-top
+  return transfer
 
 
-meta_train = _runner('metaiqa-meta-train', _meta_train)
-finetune = _runner('metaiqa-finetune', _finetune)
-evaluate = _runner('metaiqa-evaluate', _evaluate)
-lodo = _runner('metaiqa-lodo', _lodo)
-demo = _runner('metaiqa-demo', _demo, _demo_config)
+_DEFAULTS = 'metaiqa_jax.train.defaults'
+meta_train = _runner('metaiqa-meta-train', _meta_train, _DEFAULTS)
+finetune = _runner('metaiqa-finetune', _finetune, _DEFAULTS)
+evaluate = _runner('metaiqa-evaluate', _evaluate, _DEFAULTS)
+lodo = _runner('metaiqa-lodo', _lodo, _DEFAULTS)
+demo = _runner('metaiqa-demo', _demo, 'metaiqa_jax.train.demo', smoke=True)
+transfer = _runner('metaiqa-transfer', _transfer, 'metaiqa_jax.train.transfer', smoke=True)

@@ -1,14 +1,14 @@
 """Pieces every program shares: model and initial weights from a config, sources, devices."""
 
+import concurrent.futures
 import logging
 import os
-from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from metaiqa_jax import models
+from metaiqa_jax import configlib, models, preprocess
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
@@ -23,6 +23,21 @@ def build_model(model_config: ml_collections.ConfigDict) -> models.MetaIQA:
   return models.create_model(model_config.arch, model_config.width, model_config.num_classes,
                              tuple(model_config.head_features), model_config.dropout_rate,
                              DTYPES[model_config.dtype])
+
+
+def input_spec(data_config: ml_collections.ConfigDict) -> preprocess.InputSpec:
+  """The `data` section's input pipeline (`image_size`, `resize_to`, `eval_grid`,
+  `fragments`).
+
+  Raises:
+    configlib.ConfigError: the combination is impossible (names the keys).
+  """
+  try:
+    return preprocess.InputSpec(data_config.image_size, data_config.resize_to,
+                                data_config.eval_grid, data_config.fragments)
+  except ValueError as e:
+    raise configlib.ConfigError(
+        f'config.data (image_size, resize_to, eval_grid, fragments): {e}') from e
 
 
 def initial_variables(model: models.MetaIQA, init: str, rng: jax.Array, image_size: int) -> dict:
@@ -58,3 +73,25 @@ def process_slice(n: int) -> slice:
     raise ValueError(f'{n} tasks cannot be split evenly over {count} processes')
   per = n // count
   return slice(index * per, (index + 1) * per)
+
+
+class Prefetcher:
+  """`get(step)` returns `fn(step)` and starts computing `fn(step + 1)` in a background thread,
+  so host-side batch preparation overlaps the device's work on the current step.
+
+  `fn` must be a pure function of `step` (as `TaskSampler.sample` is): results do not depend on
+  prefetching, and a resumed run asks for any step first.
+  """
+
+  def __init__(self, fn):
+    self._fn = fn
+    self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='prefetch')
+    self._next = None
+
+  def get(self, step: int):
+    if self._next is not None and self._next[0] == step:
+      value = self._next[1].result()
+    else:
+      value = self._fn(step)
+    self._next = (step + 1, self._pool.submit(self._fn, step + 1))
+    return value

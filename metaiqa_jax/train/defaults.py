@@ -28,10 +28,17 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.sources = ('tid2013', 'kadid10k')  # names for `metaiqa_jax.data.make_source`.
   c.data.roots = ('', '')               # one native-layout folder per source ('' for synthetic).
   c.data.image_size = 224               # model input (the crop), pixels.
-  c.data.resize_to = 256                # training resize before the random crop, pixels.
+  c.data.resize_to = 256                # resize to this square before cropping, pixels; 0 = crops
+                                        # at the image's native resolution.
+  c.data.eval_grid = 0                  # 0 = evaluate the whole image resized to image_size;
+                                        # g = mean over g x g views (crops or fragments).
+  c.data.fragments = 0                  # 0 = plain crops; G = inputs are G x G fragments
+                                        # (`preprocess.InputSpec`).
   c.data.held_out_types = ()            # distortion types kept out of meta-training (LODO, demo).
   c.data.val_fraction = 0.2             # reference contents held out for meta-validation.
-  c.data.synthetic_max_side = 384       # synthetic bank: pristine photos shrunk to this side.
+  c.data.synthetic_max_side = 512       # synthetic bank: pristine photos shrunk to this side
+                                        # (KADID-10k's 512x384 scale).
+  c.data.synthetic_workers = 2          # processes generating the synthetic bank.
   c.data.worker_count = 0               # grain worker processes for fine-tuning batches.
   c.data.verify_images = True          # decode every image file before training (finds corrupt
                                         # files at start; ~1 min per 10k images on 16 cores).
@@ -45,6 +52,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.meta.adapt = 'all'                  # which parameters adapt: 'all' | 'head'.
   c.meta.meta_sgd = False               # learn per-parameter inner learning rates.
   c.meta.task_map = ''                  # '' = backend default | 'vmap' | 'map' | 'unroll'.
+  c.meta.batch_norm = 'task'            # 'task' (each task's own batch statistics, as MAML) |
+                                        # 'shared' (statistics of the whole meta-batch).
   c.meta.remat = False                  # rematerialise each inner step (memory ~ O(1) in K).
   c.meta.support_size = 75              # images per task in the support set.
   c.meta.query_size = 50                # images per task in the query set.
@@ -77,8 +86,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.finetune.val_fraction = 0.1         # of the train part: model selection, never test.
   c.finetune.epochs = 20
   c.finetune.batch_size = 32
+  c.finetune.crops_per_image = 1        # training inputs drawn from each image per epoch.
   c.finetune.lr = 1e-5
   c.finetune.head_lr = 1e-3
+  c.finetune.schedule = 'step'          # 'step' (x decay_rate every decay_epochs) | 'cosine'.
   c.finetune.decay_rate = 0.9
   c.finetune.decay_epochs = 2
   c.finetune.eval_batch_size = 32
@@ -90,6 +101,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.lodo.adapt_lr = 1e-3
   c.lodo.test_size = 100                # held-out images scored per evaluation (0 = all).
   c.lodo.repeats = 3                    # support draws per (shots, type).
+
+  c.transfer = ml_collections.ConfigDict()
+  c.transfer.inits = ('scratch', 'multitask', 'meta')  # initialisations fine-tuned and compared.
+  c.transfer.meta_workdir = ''          # a finished meta-training run to reuse ('' = pretrain).
+  c.transfer.multitask_workdir = ''     # a finished multitask run to reuse ('' = pretrain).
 
   c.demo = ml_collections.ConfigDict()
   c.demo.held_out_types = (2, 8, 10, 11, 21)  # never meta-trained on (`metaiqa-demo`).
@@ -105,9 +121,12 @@ RULES = {
     'model.dropout_rate': [configlib.in_range(0.0, 0.99)],
     'model.dtype': [configlib.one_of('float32', 'bfloat16')],
     'data.image_size': [configlib.at_least(16)],
-    'data.resize_to': [configlib.at_least(16)],
+    'data.resize_to': [configlib.at_least(0)],
+    'data.eval_grid': [configlib.at_least(0)],
+    'data.fragments': [configlib.at_least(0)],
     'data.val_fraction': [configlib.in_range(0.01, 0.9)],
     'data.worker_count': [configlib.at_least(0)],
+    'data.synthetic_workers': [configlib.at_least(1)],
     'meta.algorithm': [configlib.one_of('maml', 'fomaml', 'reptile')],
     'meta.inner_steps': [configlib.at_least(1)],
     'meta.inner_lr': [configlib.positive()],
@@ -115,6 +134,7 @@ RULES = {
     'meta.inner_optimizer': [configlib.one_of('sgd', 'adam')],
     'meta.adapt': [configlib.one_of('all', 'head')],
     'meta.task_map': [configlib.one_of('', 'vmap', 'map', 'unroll')],
+    'meta.batch_norm': [configlib.one_of('task', 'shared')],
     'meta.support_size': [configlib.at_least(1)],
     'meta.query_size': [configlib.at_least(1)],
     'meta.tasks_per_batch': [configlib.at_least(1), configlib.multiple_of_device_count()],
@@ -136,8 +156,10 @@ RULES = {
     'finetune.val_fraction': [configlib.in_range(0.0, 0.9)],
     'finetune.epochs': [configlib.at_least(1)],
     'finetune.batch_size': [configlib.at_least(1)],
+    'finetune.crops_per_image': [configlib.at_least(1)],
     'finetune.lr': [configlib.positive()],
     'finetune.head_lr': [configlib.positive()],
+    'finetune.schedule': [configlib.one_of('step', 'cosine')],
     'finetune.decay_rate': [configlib.in_range(1e-6, 1.0)],
     'finetune.decay_epochs': [configlib.at_least(1)],
     'finetune.eval_batch_size': [configlib.at_least(1)],
@@ -147,6 +169,11 @@ RULES = {
     'demo.held_out_photos': [configlib.at_least(1)],
     'demo.seeds': [configlib.at_least(1)],
 }
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """`base_config()`, for `--config=` flags (the programs' default config file)."""
+  return base_config()
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

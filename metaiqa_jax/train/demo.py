@@ -1,99 +1,72 @@
 """The embedded default: does a meta-learned initialisation adapt better to an unseen distortion?
 
-`demo(config, workdir)` is what `metaiqa-demo` runs, on the synthetic bank made from the photos
-that pip-installed packages ship (`metaiqa_jax.data.SyntheticBank`; labels are the KADID-10k
-human mean for each distortion type and level, not a human study of these images):
+`demo(config, workdir)` is what `metaiqa-demo` runs, on the synthetic bank made from the bundled
+photos (`metaiqa_jax.data.SyntheticBank`: the 24 Kodak photos shipped with the package and the
+11 inside our dependencies' wheels, distorted at KADID-10k's 512 px scale; labels are the
+KADID-10k human mean for each distortion type and level, not a human study of these images):
 
 1. Hold out `demo.held_out_types` (one per family: blur, colour, compression, noise, spatial) and
    `demo.held_out_photos` photos (content never seen in training).
 2. Train three initialisations of the same network on the remaining types and photos:
-   `meta` (meta-training, `meta_train`), `multitask` (the paper's baseline: the same images,
-   gradient steps and optimiser without the inner loop, `multitask_train`) and `scratch`
-   (random initialisation, no training).
-3. For each held-out type, each k in `lodo.shots` and each of `demo.seeds` draws: adapt each
+   `meta` (meta-training), `multitask` (the paper's baseline: the same images, gradient steps
+   and optimiser without the inner loop; both by `pretraining.pretrain`) and `scratch` (random
+   initialisation, no training).
+3. Sanity: each initialisation as it is scores the held-out photos under every *training* type
+   (pooled SROCC/PLCC, report rows `sanity`): has it learned the quality scale it was trained on,
+   for content it never saw?
+4. For each held-out type, each k in `lodo.shots` and each of `demo.seeds` draws: adapt each
    initialisation with the same `lodo.adapt_steps[-1]` SGD steps at `lodo.adapt_lr` on k images
    of that type (training photos), then score the type's images of the held-out photos.
 
-Writes `report.json` (`results`: rows `{method, held_out_type, k, seed, srocc, plcc}`;
-`summary`: mean and 95% t-interval per method, k and type, and over types), `summary.md` (the
-table, also printed) and `srocc_vs_k.png` to the workdir; the training runs live in
-`workdir/meta/` and `workdir/multitask/` and are resumed if the demo is run again.
+Writes `report.json` (`sanity`: rows `{method, srocc, plcc}`; `results`: rows `{method,
+held_out_type, k, seed, srocc, plcc}`; `summary`: mean and 95% t-interval per method, k and
+type, and over types), `summary.md` (both tables, also printed) and `srocc_vs_k.png` to the
+workdir; the training runs live in `workdir/meta/` and `workdir/multitask/` and are resumed if
+the demo is run again. Every number is a deterministic function of the config.
 """
 
-import logging
 import os
 import time
 
 import jax
 import ml_collections
 import numpy as np
-import scipy.stats
 
-from metaiqa_jax import checkpoints, metrics, models, preprocess
+from metaiqa_jax import checkpoints, metrics, models
 from metaiqa_jax.data import KADID_TYPES, SyntheticBank, views
-from metaiqa_jax.train import (common, defaults, evaluation, lodo, meta_train, multitask,
-                               reporting)
+from metaiqa_jax.train import (common, defaults, evaluation, pretraining, reporting,
+                               supervised)
 
 METHODS = ('meta', 'multitask', 'scratch')
+SANITY_TITLE = 'Sanity: SROCC/PLCC on held-out photos under the training types (no adaptation)'
+HELD_OUT_TITLE = 'SROCC/PLCC on held-out distortion types and photos after k-shot adaptation'
 
 
 def demo_config(smoke: bool = False) -> ml_collections.ConfigDict:
-  """The demo's settings (see configs/demo.py for the command, runtime and measured result).
+  """The demo's settings (see configs/demo.py for the command, runtime and measured result):
+  `pretraining.pretraining_config` plus what is held out and how adaptation is scored.
 
-  `smoke=True`: the same pipeline at toy size for CI (2 held-out types, 4 training steps,
+  `smoke=True`: the same pipeline at toy size for CI (2 held-out types, a few training steps,
   tiny model); its numbers mean nothing.
   """
-  c = defaults.base_config()
-  c.model.width = 0.125                 # 8-16-32-64 channels.
-  c.model.num_classes = 64
-  c.model.head_features = (64, 32)
-  c.model.dropout_rate = 0.2
-  c.data.sources = ('synthetic',)
-  c.data.roots = ('',)
-  c.data.image_size = 64
-  c.data.resize_to = 72
-  c.data.synthetic_max_side = 96
-  c.data.val_fraction = 0.25
-  c.meta.inner_steps = 1
-  c.meta.inner_lr = 0.05
-  c.meta.inner_lr_head = 0.05
-  c.meta.support_size = 8
-  c.meta.query_size = 8
-  c.meta.tasks_per_batch = 4
-  c.optim.lr = 1e-3
-  c.optim.head_lr = 1e-3
-  c.optim.schedule = 'cosine'
-  c.optim.decay_steps = 500
-  c.num_steps = 500
-  c.log_every = 10
-  c.eval_every = 250
-  c.checkpoint_every = 250
-  c.eval_tasks = 2
-  c.lodo.shots = (0, 5, 10, 20)
-  c.lodo.adapt_steps = (1,)            # = meta.inner_steps: the procedure meta-training optimised.
-  c.lodo.adapt_lr = 0.05
-  c.lodo.test_size = 0
-  c.demo.seeds = 8
+  c = pretraining.pretraining_config(smoke)
+  c.lodo.shots = (0, 5, 20)
+  c.lodo.adapt_steps = (1,)             # = meta.inner_steps: the procedure meta-training optimised.
+  c.lodo.adapt_lr = c.meta.inner_lr_head
+  c.demo.held_out_types = (2, 8, 10, 11, 21)
+  c.demo.held_out_photos = 5
+  c.demo.seeds = 4
   if smoke:
-    c.model.width = 0.0625
-    c.model.num_classes = 10
-    c.model.head_features = (16, 8)
-    c.data.image_size = 32
-    c.data.resize_to = 36
-    c.data.synthetic_max_side = 48
-    c.meta.support_size = 4
-    c.meta.query_size = 4
-    c.meta.tasks_per_batch = 2
-    c.optim.decay_steps = 4
-    c.num_steps = 4
-    c.eval_every = 2
-    c.checkpoint_every = 2
-    c.eval_tasks = 1
     c.lodo.shots = (0, 3)
-    c.lodo.adapt_steps = (1,)
     c.demo.held_out_types = (10, 11)
+    c.demo.held_out_photos = 3
     c.demo.seeds = 2
   return c
+
+
+def get_config(arg: str = '') -> ml_collections.ConfigDict:
+  """`demo_config`, for `--config=` flags: `.../demo.py:smoke` gives the toy size."""
+  return demo_config(smoke=arg == 'smoke')
 
 
 def split_photos(bank, held_out_photos: int, seed: int) -> np.ndarray:
@@ -110,31 +83,15 @@ def training_source(bank, test_photos) -> views.Subset:
   return views.Subset(bank, np.flatnonzero(~np.isin(bank.metadata()['ref_id'], test_photos)))
 
 
-def t_interval(values) -> tuple[float, float, float]:
-  """Mean and 95% Student-t interval half-width of `values` (NaNs dropped)."""
-  v = np.asarray(values, np.float64)
-  v = v[np.isfinite(v)]
-  if v.size == 0:
-    return float('nan'), float('nan'), 0
-  if v.size == 1:
-    return float(v[0]), float('nan'), 1
-  half = scipy.stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
-  return float(v.mean()), float(half), int(v.size)
-
-
-def summarise(rows, keys) -> list[dict]:
-  """Per group of `keys`: mean and 95% interval of SROCC and PLCC over the rows' draws."""
-  groups = {}
-  for row in rows:
-    groups.setdefault(tuple(row[k] for k in keys), []).append(row)
-  out = []
-  for key, group in sorted(groups.items()):
-    entry = dict(zip(keys, key))
-    for name in ('srocc', 'plcc'):
-      mean, half, n = t_interval([r[name] for r in group])
-      entry |= {name: mean, f'{name}_ci95': half, 'n': n}
-    out.append(entry)
-  return out
+def sanity_row(name: str, predict, variables, bank, test_photos, config) -> dict:
+  """`{method, srocc, plcc}` of `variables` (no adaptation) on the held-out photos under every
+  training type, all images pooled."""
+  meta_ = bank.metadata()
+  indices = np.flatnonzero(np.isin(meta_['ref_id'], test_photos)
+                           & ~np.isin(meta_['dist_type'], config.demo.held_out_types))
+  result, _, _ = evaluation.evaluate_indices(predict, variables, bank, indices, config)
+  return {'method': name, 'srocc': result['srocc'], 'plcc': result['plcc'],
+          'images': int(indices.size)}
 
 
 def evaluate_method(name, adapt_predict, inner_lr, variables, bank, test_photos, config):
@@ -142,7 +99,8 @@ def evaluate_method(name, adapt_predict, inner_lr, variables, bank, test_photos,
   meta_ = bank.metadata()
   is_test = np.isin(meta_['ref_id'], test_photos)
   steps = max(config.lodo.adapt_steps)
-  image = lambda i: preprocess.eval_transform(bank[int(i)]['image'], config.data.image_size)
+  inputs = common.input_spec(config.data)
+  image = lambda i: inputs.eval(bank[int(i)]['image'])
   labels = np.asarray(meta_['mos_norm'], np.float32)
   rows = []
   for t in config.demo.held_out_types:
@@ -176,51 +134,57 @@ def demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
   unknown = set(config.demo.held_out_types) - set(range(1, 26))
   if unknown:
     raise ValueError(f'config.demo.held_out_types: {sorted(unknown)} are not KADID types 1..25')
-  bank = SyntheticBank(max_side=config.data.synthetic_max_side, seed=config.seed)
+  bank = SyntheticBank(max_side=config.data.synthetic_max_side, seed=config.seed,
+                       workers=config.data.synthetic_workers)
   test_photos = split_photos(bank, config.demo.held_out_photos, config.seed)
-  train_source = training_source(bank, test_photos)
   train_config = ml_collections.ConfigDict(config.to_dict())
   train_config.data.held_out_types = tuple(config.demo.held_out_types)
-  meta_train.meta_train(train_config, os.path.join(workdir, 'meta'), source=train_source)
-  multitask.multitask_train(train_config, os.path.join(workdir, 'multitask'),
-                            source=train_source)
+  runs = pretraining.pretrain(train_config, workdir, training_source(bank, test_photos))
 
   model = common.build_model(config.model)
   apply_fn = models.make_apply_fn(model)
   steps = max(config.lodo.adapt_steps)
-  adapt_predict = {s: evaluation.make_adapt_predict(apply_fn, steps=s, adapt=config.meta.adapt)
+  adapt_predict = {s: evaluation.make_adapt_predict(apply_fn, steps=s, adapt=config.meta.adapt,
+                                                    batch_norm=config.meta.batch_norm)
                    for s in (0, steps)}
-  inits = {'meta': checkpoints.restore_variables(os.path.join(workdir, 'meta'))[1],
-           'multitask': checkpoints.restore_variables(os.path.join(workdir, 'multitask'))[1],
-           'scratch': models.init_variables(model, jax.random.key(config.seed),
-                                            config.data.image_size)}
+  inits = {method: checkpoints.restore_variables(run)[1] for method, run in runs.items()}
+  inits['scratch'] = models.init_variables(model, jax.random.key(config.seed),
+                                           config.data.image_size)
+  predict = supervised.make_predict(apply_fn)
+  sanity = [sanity_row(name, predict, inits[name], bank, test_photos, config)
+            for name in METHODS]
   rows = []
   for name in METHODS:
     rows += evaluate_method(name, adapt_predict, config.lodo.adapt_lr, inits[name], bank,
                             test_photos, config)
-  by_type = summarise(rows, ('method', 'held_out_type', 'k'))
+  by_type = metrics.summarise(rows, ('method', 'held_out_type', 'k'))
   # Over types: average each draw over the held-out types first, then the interval over draws.
-  per_draw = summarise(rows, ('method', 'k', 'seed'))
-  overall = summarise(per_draw, ('method', 'k'))
-  table = reporting.markdown_table(
-      [r | {'SROCC': f"{r['srocc']:.3f} ± {r['srocc_ci95']:.3f}",
-            'PLCC': f"{r['plcc']:.3f} ± {r['plcc_ci95']:.3f}"} for r in overall],
-      ['method', 'k', 'SROCC', 'PLCC', 'n'])
+  per_draw = metrics.summarise(rows, ('method', 'k', 'seed'))
+  overall = metrics.summarise(per_draw, ('method', 'k'))
   reporting.plot_curves(
       os.path.join(workdir, 'srocc_vs_k.png'), list(config.lodo.shots),
       {m: [r['srocc'] for r in overall if r['method'] == m] for m in METHODS},
       'k (labelled images of the held-out type)', 'SROCC on held-out type and photos',
       title=f'{len(config.demo.held_out_types)} held-out types, {steps} adaptation steps')
   wall = time.time() - started
-  report = {'program': 'demo', 'results': rows, 'summary': overall, 'summary_by_type': by_type,
+  report = {'program': 'demo', 'sanity': sanity, 'results': rows, 'summary': overall,
+            'summary_by_type': by_type,
             'held_out_types': {int(t): KADID_TYPES[t - 1] for t in config.demo.held_out_types},
             'held_out_photos': [int(p) for p in test_photos], 'wall_time_s': wall,
             'labels': 'KADID-10k human mean DMOS per (distortion type, level) applied to '
                       'synthetic distortions of bundled photos; not a human study of these '
                       'images', 'config': config.to_dict()}
-  with open(os.path.join(workdir, 'summary.md'), 'w') as f:
-    f.write(table)
-  reporting.write_report(workdir, report)
-  print(f'\nSROCC/PLCC on held-out distortion types and photos (mean ± 95% CI over '
-        f'{config.demo.seeds} draws, averaged over types), {wall:.0f} s:\n{table}')
+  markdown = summary_markdown(report)
+  reporting.write_outputs(workdir, report, markdown)
+  print(f'\n{markdown}\n({wall:.0f} s)')
   return report
+
+
+def summary_markdown(report: dict) -> str:
+  """The demo's two tables (sanity, then held-out types) from its report, as printed, written
+  to summary.md and pasted into the README (`launch/readme_tables.py`)."""
+  sanity = reporting.markdown_table(report['sanity'], ['method', 'srocc', 'plcc', 'images'])
+  held_out = reporting.interval_table(report['summary'], ['method', 'k'])
+  draws = report['config']['demo']['seeds']
+  return (f'{SANITY_TITLE}:\n\n{sanity}\n{HELD_OUT_TITLE} (mean ± 95% CI over {draws} '
+          f'draws of the k images, averaged over the held-out types):\n\n{held_out}')

@@ -19,7 +19,7 @@ import optax
 
 from metaiqa_jax import checkpoints, meta, metrics, models
 from metaiqa_jax.data import base, make_source, pipeline, splits
-from metaiqa_jax.train import common, defaults, reporting, supervised
+from metaiqa_jax.train import common, defaults, evaluation, reporting, supervised
 
 
 def build_source(ft_config: ml_collections.ConfigDict):
@@ -46,29 +46,34 @@ def load_or_make_splits(ft_config, source, workdir, seed: int) -> list:
   return made
 
 
-def evaluate_indices(predict, variables, source, indices, config) -> tuple[dict, np.ndarray,
-                                                                          np.ndarray]:
-  """Metrics of `variables` on `source[indices]` (whole images resized), plus preds and MOS."""
-  loader = pipeline.make_eval_loader(source, indices, batch_size=config.finetune.eval_batch_size,
-                                     image_size=config.data.image_size,
-                                     worker_count=config.data.worker_count)
-  preds, mos, _ = supervised.predict_loader(predict, variables, loader)
-  return metrics.evaluate_predictions(preds, mos), preds, mos
+def lr_schedule(ft_config, steps_per_epoch: int) -> optax.Schedule:
+  """`step -> factor` of both fine-tuning learning rates: 'step' (x decay_rate every
+  decay_epochs, the paper's) or 'cosine' (to 0 over all epochs)."""
+  if ft_config.schedule == 'cosine':
+    return optax.cosine_decay_schedule(1.0, ft_config.epochs * steps_per_epoch)
+  return optax.exponential_decay(1.0, ft_config.decay_epochs * steps_per_epoch,
+                                 ft_config.decay_rate, staircase=True)
 
 
-def finetune_split(config, source, split: dict, k: int, workdir, model, apply_fn) -> dict:
-  """Trains split `k`, selects the epoch on val, returns its val and test metrics."""
+def finetune_split(config, source, split: dict, k: int, split_dir, model, apply_fn, *,
+                   desc: str = '') -> dict:
+  """Trains on `split['train']`, selects the epoch on `split['val']`, returns the chosen
+  checkpoint's val and test metrics (`test` None when `split['test']` is empty).
+
+  `k` seeds the run (initialisation, data order); `split_dir` receives its checkpoints, logs
+  and the selected weights; `desc` labels the progress bar.
+  """
   ft = config.finetune
-  split_dir = checkpoints.ensure_writable(os.path.join(os.fspath(workdir), f'split_{k}'))
+  split_dir = checkpoints.ensure_writable(split_dir)
   batch_size = min(ft.batch_size, len(split['train']))
-  steps_per_epoch = len(split['train']) // batch_size
-  schedule = optax.exponential_decay(1.0, ft.decay_epochs * steps_per_epoch, ft.decay_rate,
-                                     staircase=True)
+  steps_per_epoch = len(split['train']) * ft.crops_per_image // batch_size
+  schedule = lr_schedule(ft, steps_per_epoch)
   tx = meta.make_outer_optimizer(lr=ft.lr, head_lr=ft.head_lr, schedule=schedule)
   variables = common.initial_variables(model, config.model.init,
                                        jax.random.key(config.seed + k), config.data.image_size)
   state = meta.init_meta_state(variables, tx)
   ckpt = checkpoints.Checkpointer(split_dir, model_config=models.model_config(model),
+                                  inputs=common.input_spec(config.data),
                                   keep_latest=1, keep_best=1, best_metric='val_srocc')
   restored = ckpt.restore_latest(state)
   start_epoch = 0
@@ -81,13 +86,13 @@ def finetune_split(config, source, split: dict, k: int, workdir, model, apply_fn
   predict = supervised.make_predict(apply_fn)
   rng = jax.random.key(config.seed * 1000 + k)
   bar = reporting.progress_bar(ft.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
-                               desc=f'fine-tune split {k}')
+                               desc=desc or f'fine-tune split {k}')
   for epoch in range(start_epoch, ft.epochs):
     loader = pipeline.make_loader(source, split['train'], batch_size=batch_size,
-                                  image_size=config.data.image_size, train=True,
-                                  seed=config.seed * 100003 + k * 1009 + epoch, num_epochs=1,
-                                  worker_count=config.data.worker_count,
-                                  resize_to=config.data.resize_to)
+                                  inputs=common.input_spec(config.data), train=True,
+                                  seed=config.seed * 100003 + k * 1009 + epoch,
+                                  num_epochs=ft.crops_per_image,
+                                  worker_count=config.data.worker_count)
     for batch in loader:
       state, step_metrics = train_step(state, batch['image'], batch['mos_norm'],
                                        jax.random.fold_in(rng, state.step))
@@ -97,9 +102,9 @@ def finetune_split(config, source, split: dict, k: int, workdir, model, apply_fn
       ckpt.wait_until_finished()
       raise FloatingPointError(f'fine-tuning split {k}, epoch {epoch + 1}: loss is {loss}; the '
                                f'last good checkpoint is in {ckpt.directory}')
-    val, _, _ = evaluate_indices(predict, {'params': state.params,
-                                           'batch_stats': state.batch_stats},
-                                 source, split['val'], config)
+    val, _, _ = evaluation.evaluate_indices(
+        predict, {'params': state.params, 'batch_stats': state.batch_stats}, source,
+        split['val'], config)
     reporting.show_metrics(bar, {'loss': loss, 'val_srocc': val['srocc']})
     run_log.log(int(state.step), 'train', step_metrics)
     run_log.log(int(state.step), 'val', val)
@@ -109,13 +114,15 @@ def finetune_split(config, source, split: dict, k: int, workdir, model, apply_fn
   ckpt.wait_until_finished()
   best_epoch = ckpt.best_step()
   _, best = checkpoints.restore_variables(split_dir)
-  val, _, _ = evaluate_indices(predict, best, source, split['val'], config)
-  test, preds, mos = evaluate_indices(predict, best, source, split['test'], config)
-  run_log.log(int(state.step), 'test', test)
+  val, _, _ = evaluation.evaluate_indices(predict, best, source, split['val'], config)
+  result = {'split': k, 'best_epoch': best_epoch, 'val': val, 'test': None}
+  if len(split['test']):
+    test, preds, mos = evaluation.evaluate_indices(predict, best, source, split['test'], config)
+    run_log.log(int(state.step), 'test', test)
+    result |= {'test': test, 'predictions': preds.tolist(), 'mos_norm': mos.tolist()}
   run_log.close()
   ckpt.close()
-  return {'split': k, 'best_epoch': best_epoch, 'val': val, 'test': test,
-          'predictions': preds.tolist(), 'mos_norm': mos.tolist()}
+  return result
 
 
 def finetune(config: ml_collections.ConfigDict, workdir: str, *, source=None) -> dict:
@@ -135,7 +142,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: str, *, source=None) ->
     if not 0 <= k < len(all_splits):
       raise ValueError(f'config.finetune.splits asks for split {k}; there are '
                        f'{len(all_splits)}')
-    result = finetune_split(config, source, all_splits[k], k, workdir, model, apply_fn)
+    result = finetune_split(config, source, all_splits[k], k,
+                            os.path.join(os.fspath(workdir), f'split_{k}'), model, apply_fn)
     logging.info('split %d: test SROCC %.4f PLCC %.4f (best val epoch %s)', k,
                  result['test']['srocc'], result['test']['plcc'], result['best_epoch'])
     results.append(result)

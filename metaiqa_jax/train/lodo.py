@@ -47,7 +47,8 @@ def draw_support_query(metadata, dist_type: int, *, shots: int, test_size: int,
 
 def held_out_rows(adapt_predict: Mapping[int, Callable], inner_lr: Any, variables, source,
                   dist_type: int, *, shots: Sequence[int], steps: Sequence[int], repeats: int,
-                  test_size: int, image_size: int, seed: int, extra: Mapping = None) -> list:
+                  test_size: int, inputs: preprocess.InputSpec, seed: int,
+                  extra: Mapping = None) -> list:
   """SROCC/PLCC on held-out type `dist_type` for every (k, s, repeat).
 
   Args:
@@ -67,9 +68,9 @@ def held_out_rows(adapt_predict: Mapping[int, Callable], inner_lr: Any, variable
   for repeat in range(repeats):
     support, query = draw_support_query(metadata, dist_type, shots=max(shots),
                                         test_size=test_size, seed=seed + repeat)
-    load = lambda ids: np.stack([preprocess.eval_transform(source[int(i)]['image'], image_size)
-                                 for i in ids]) if len(ids) else np.zeros(
-                                     (0, image_size, image_size, 3), np.float32)
+    load = lambda ids: np.stack([inputs.eval(source[int(i)]['image']) for i in ids]) if len(
+        ids) else np.zeros((0, inputs.num_views, inputs.image_size, inputs.image_size, 3),
+                           np.float32)
     support_x, query_x = load(support), load(query)
     support_y = np.asarray(metadata['mos_norm'], np.float32)[support]
     query_y = np.asarray(metadata['mos_norm'], np.float32)[query]
@@ -107,7 +108,8 @@ def lodo(config: ml_collections.ConfigDict, workdir: str, *, source=None) -> dic
   apply_fn = models.make_apply_fn(model)
   adapt_steps = sorted(set(config.lodo.adapt_steps) - {0})
   steps = [0] + adapt_steps  # 0 steps: the zero-shot (k = 0) rows.
-  adapt_predict = {s: evaluation.make_adapt_predict(apply_fn, steps=s, adapt=config.meta.adapt)
+  adapt_predict = {s: evaluation.make_adapt_predict(apply_fn, steps=s, adapt=config.meta.adapt,
+                                                    batch_norm=config.meta.batch_norm)
                    for s in steps}
   rows, runs = [], {}
   for t in types:
@@ -119,7 +121,8 @@ def lodo(config: ml_collections.ConfigDict, workdir: str, *, source=None) -> dic
     rows += held_out_rows(adapt_predict, config.lodo.adapt_lr, variables, source, int(t),
                           shots=config.lodo.shots, steps=adapt_steps,
                           repeats=config.lodo.repeats,
-                          test_size=config.lodo.test_size, image_size=config.data.image_size,
+                          test_size=config.lodo.test_size,
+                          inputs=common.input_spec(config.data),
                           seed=config.seed)
   zero_shot = {k[0]: v for k, v in mean_by([r for r in rows if r['k'] == 0],
                                            ['held_out_type']).items()}

@@ -29,7 +29,8 @@ def build_source(data_config: ml_collections.ConfigDict):
                      f'{len(data_config.sources)} config.data.sources')
   built = []
   for name, root in zip(data_config.sources, data_config.roots):
-    kwargs = {'max_side': data_config.synthetic_max_side} if name == 'synthetic' else {}
+    kwargs = ({'max_side': data_config.synthetic_max_side,
+               'workers': data_config.synthetic_workers} if name == 'synthetic' else {})
     built.append(make_source(name, root or None, **kwargs))
   return built[0] if len(built) == 1 else views.Concat(built)
 
@@ -74,7 +75,7 @@ def make_samplers(config, source):
                              val_fraction=0.0, seed=config.seed)[0]
   shared = dict(types=types, support_size=config.meta.support_size,
                 query_size=config.meta.query_size, tasks_per_batch=config.meta.tasks_per_batch,
-                image_size=config.data.image_size, resize_to=config.data.resize_to)
+                inputs=common.input_spec(config.data))
   train = tasks.TaskSampler(views.Subset(source, split['train']), seed=config.seed, train=True,
                             **shared)
   val = tasks.TaskSampler(views.Subset(source, split['test']), seed=config.seed + 1,
@@ -87,7 +88,7 @@ def make_validator(config, apply_fn, val_sampler):
   inner loop to each validation task, score its query set; `evaluation.meta_validate`)."""
   adapt_predict = evaluation.make_adapt_predict(
       apply_fn, steps=config.meta.inner_steps, adapt=config.meta.adapt,
-      inner_optimizer=config.meta.inner_optimizer)
+      inner_optimizer=config.meta.inner_optimizer, batch_norm=config.meta.batch_norm)
   lrs = inner_lrs(config.meta)
 
   def validate(state):
@@ -133,12 +134,14 @@ def meta_train(config: ml_collections.ConfigDict, workdir: str, *,
       apply_fn, tx, inner_steps=config.meta.inner_steps, inner_lr=lrs,
       algorithm=config.meta.algorithm, task_map=config.meta.task_map or None,
       adapt=config.meta.adapt, remat=config.meta.remat,
-      inner_optimizer=config.meta.inner_optimizer)
+      inner_optimizer=config.meta.inner_optimizer, batch_norm=config.meta.batch_norm)
   task_slice = common.process_slice(config.meta.tasks_per_batch)
   rng = jax.random.key(config.seed)
 
+  batches = common.Prefetcher(train_sampler.sample)
+
   def one_step(state, step):
-    batch = jax.tree.map(lambda a: a[task_slice], train_sampler.sample(step))
+    batch = jax.tree.map(lambda a: a[task_slice], batches.get(step))
     return step_fn(state, batch, jax.random.fold_in(rng, step))  # Placed by parallel.put_tasks.
 
   result = loop.run_steps(config, workdir, model=model, state=state, step_fn=one_step,

@@ -41,8 +41,10 @@ def multitask_train(config: ml_collections.ConfigDict, workdir: str, *, source=N
   train_step = supervised.make_train_step(apply_fn, tx)
   rng = jax.random.key(config.seed)
 
+  batches = common.Prefetcher(lambda step: pooled_batch(train_sampler.sample(step)))
+
   def one_step(state, step):
-    x, y = pooled_batch(train_sampler.sample(step))
+    x, y = batches.get(step)
     return train_step(state, x, y, jax.random.fold_in(rng, step))
 
   result = loop.run_steps(config, workdir, model=model, state=meta.init_meta_state(variables, tx),

@@ -1,0 +1,44 @@
+"""Rewrites the README's measured tables from the reports the programs wrote.
+
+  python launch/readme_tables.py --demo=/tmp/metaiqa-demo/report.json \
+      --transfer=/tmp/metaiqa-transfer/report.json
+
+Each table sits between `<!-- BEGIN name -->` / `<!-- END name -->` lines of README.md and is
+exactly what the program printed (`demo.summary_markdown`, `transfer.summary_markdown`), with
+the wall time the report records: numbers are never edited by hand.
+"""
+
+import json
+import pathlib
+
+from absl import app, flags
+
+from metaiqa_jax.train import demo, reporting, transfer
+
+_DEMO = flags.DEFINE_string('demo', None, "metaiqa-demo's report.json.")
+_TRANSFER = flags.DEFINE_string('transfer', None, "metaiqa-transfer's report.json.")
+_README = flags.DEFINE_string('readme', str(pathlib.Path(__file__).parent.parent / 'README.md'),
+                              'The README to rewrite.')
+
+
+def _section(report_path: str, summary_markdown) -> str:
+  report = json.loads(pathlib.Path(report_path).read_text())
+  minutes, seconds = divmod(round(report['wall_time_s']), 60)
+  return f'{summary_markdown(report)}\nWall time: {minutes} min {seconds} s.\n'
+
+
+def main(argv):
+  del argv
+  readme = pathlib.Path(_README.value)
+  text = readme.read_text()
+  if _DEMO.value:
+    text = reporting.replace_generated_section(text, 'demo-table',
+                                               _section(_DEMO.value, demo.summary_markdown))
+  if _TRANSFER.value:
+    text = reporting.replace_generated_section(
+        text, 'transfer-table', _section(_TRANSFER.value, transfer.summary_markdown))
+  readme.write_text(text)
+
+
+if __name__ == '__main__':
+  app.run(main)
