@@ -30,13 +30,20 @@ is ignored when listing steps and deleted when the next `Checkpointer` opens the
 that is complete on disk but unreadable (a truncated file, missing metadata) is skipped by
 `restore_latest` with a warning naming it and moved to `workdir/corrupt_checkpoints/`, so the
 resumed run can write that step again.
+
+Storage faults: a save that fails for lack of space, permission or a writable file system (raised
+by orbax at the save, or from its background thread at the next save, wait or close) stops the
+manager's threads and raises `storage.StorageError` naming the step and the last complete one.
+Before each save a warning tells when the file system has less room than the last checkpoint took.
 """
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from typing import Any, Mapping, Optional
 
@@ -45,6 +52,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from metaiqa_jax import storage
 from metaiqa_jax.models import ModelConfig, create_model, init_variables
 from metaiqa_jax.preprocess import InputSpec
 
@@ -84,6 +92,30 @@ def ensure_writable(workdir) -> epath.Path:
     raise WorkdirError(f'workdir {os.fspath(path)!r} is not a writable directory: '
                        f'{e.strerror or e}') from e
   return path
+
+
+def last_complete_step(workdir) -> Optional[int]:
+  """The newest step fully written to `workdir/checkpoints/` (orbax's tmp dirs excluded), or
+  None."""
+  directory = epath.Path(workdir) / CHECKPOINTS_DIRNAME
+  if not directory.is_dir():
+    return None
+  return max((int(d.name) for d in directory.iterdir() if d.name.isdigit()), default=None)
+
+
+def _disk_size(path: epath.Path) -> int:
+  """Bytes in the files under `path`."""
+  return sum(os.path.getsize(os.path.join(root, name))
+             for root, _, names in os.walk(os.fspath(path)) for name in names)
+
+
+def _join_orbax_threads(timeout_s: float = 60.0) -> None:
+  """Waits (at most `timeout_s`) for the writes orbax still runs after one of them failed, so
+  they neither race the next `Checkpointer` nor report at exit."""
+  deadline = time.monotonic() + timeout_s
+  for thread in threading.enumerate():
+    if type(thread).__module__.startswith('orbax.') and thread is not threading.current_thread():
+      thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _key_name(key) -> str:
@@ -195,10 +227,19 @@ class Checkpointer:
             create=True, cleanup_tmp_directories=True, best_fn=metric_fn, best_mode='max',
             enable_async_checkpointing=async_save,
             preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies)))
+    self._pending = None  # The step of the last save, asynchronous until waited for.
+    self._closed = False
 
   def all_steps(self) -> list[int]:
     """Steps on disk, increasing."""
     return sorted(self._manager.all_steps())
+
+  def last_complete_step(self) -> Optional[int]:
+    """The newest step complete on disk once the pending save has ended (a failed one is not)."""
+    if not self._closed:
+      with contextlib.suppress(storage.StorageError):
+        self.wait_until_finished()
+    return last_complete_step(self.workdir)
 
   def best_step(self) -> Optional[int]:
     """Step with the highest `best_metric` among steps saved with metrics, else None."""
@@ -216,6 +257,9 @@ class Checkpointer:
       state: pytree with top-level `params` and `batch_stats` entries plus anything else.
       metrics: scalar metrics of this state; must include `best_metric` to be ranked as best.
       extra_json: JSON-serialisable resume information (data-iterator position, seeds, ...).
+
+    Raises:
+      storage.StorageError: this save, or the previous asynchronous one, could not be written.
     """
     missing = [name for name in VARIABLE_COLLECTIONS
                if not (name in state if isinstance(state, Mapping) else hasattr(state, name))]
@@ -225,9 +269,43 @@ class Checkpointer:
     meta = {'format': FORMAT_VERSION, 'step': int(step), 'model_config': self.model_config,
             'inputs': self.inputs, 'metrics': metrics,
             'extra': dict(extra_json) if extra_json is not None else None}
-    self._manager.save(int(step), metrics=metrics, force=True,
-                       args=ocp.args.Composite(state=ocp.args.PyTreeSave(state),
-                                               meta=ocp.args.JsonSave(meta)))
+    self.wait_until_finished()  # As orbax's save would, but a failure is named by its own step.
+    self._warn_if_short_of_space(step)
+    self._pending = int(step)
+    with self._writing():
+      self._manager.save(int(step), metrics=metrics, force=True,
+                         args=ocp.args.Composite(state=ocp.args.PyTreeSave(state),
+                                                 meta=ocp.args.JsonSave(meta)))
+
+  def _warn_if_short_of_space(self, step: int) -> None:
+    """Warns when the file system has less room left than the last complete checkpoint takes."""
+    last = last_complete_step(self.workdir) if jax.process_index() == 0 else None
+    if last is None:
+      return
+    needed = _disk_size(self.directory / str(last))
+    free = shutil.disk_usage(os.fspath(self.directory)).free
+    if free < needed:
+      logger.warning('%s has %.3g MB free, less than the %.3g MB of checkpoint step %d: saving '
+                     'step %d will probably fail; make room now', self.directory, free / 2**20,
+                     needed / 2**20, last, step)
+
+  @contextlib.contextmanager
+  def _writing(self):
+    """Turns a storage fault in the block (writing step `self._pending`) into `StorageError`,
+    after stopping the manager so that its threads report nothing more."""
+    try:
+      yield
+    except Exception as e:
+      reason = storage.fault_reason(e)
+      if reason is None:
+        raise
+      self._closed = True
+      with contextlib.suppress(Exception):  # The same fault again, if anything.
+        self._manager.close()
+      _join_orbax_threads()
+      raise storage.StorageError(storage.stopped_message(
+          f'checkpoint step {self._pending} in {self.directory}', reason,
+          last_complete_step(self.workdir))) from e
 
   def restore_latest(self, abstract_state: PyTree) -> Optional[tuple[int, PyTree, dict]]:
     """Restores the newest readable step into the structure of `abstract_state`.
@@ -294,12 +372,25 @@ class Checkpointer:
     ocp.multihost.sync_global_processes(f'metaiqa_move_aside_{step}')
 
   def wait_until_finished(self) -> None:
-    """Blocks until pending asynchronous saves are on disk."""
-    self._manager.wait_until_finished()
+    """Blocks until pending asynchronous saves are on disk.
+
+    Raises:
+      storage.StorageError: the pending save could not be written.
+    """
+    with self._writing():
+      self._manager.wait_until_finished()
 
   def close(self) -> None:
-    """Waits for pending saves and releases the manager's threads."""
-    self._manager.close()
+    """Waits for pending saves and releases the manager's threads (once; later calls do nothing).
+
+    Raises:
+      storage.StorageError: the pending save could not be written.
+    """
+    if self._closed:
+      return
+    self._closed = True
+    with self._writing():
+      self._manager.close()
 
   def __enter__(self):
     return self

@@ -1,8 +1,11 @@
 """metaiqa_jax.checkpoints: roundtrip, retention, corruption fallback, weights-only restore."""
 
+import errno
 import glob
 import logging
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,10 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 from flax import struct
 
-from metaiqa_jax import checkpoints
+from metaiqa_jax import checkpoints, storage
 from metaiqa_jax.models import ModelConfig, create_model, init_variables
 from metaiqa_jax.preprocess import InputSpec
 
@@ -214,6 +218,58 @@ def test_non_writable_workdir(tmp_path):
   with pytest.raises(checkpoints.WorkdirError, match='a_file'):
     checkpoints.Checkpointer(blocker)
   assert checkpoints.ensure_writable(tmp_path / 'new' / 'run').is_dir()
+
+
+def failing_json_save(step):
+  """A replacement for orbax's JSON writer that fails with ENOSPC for checkpoint `step`, in
+  orbax's save thread like a real full disk (also used by tests/faults/)."""
+  original = ocp.JsonCheckpointHandler._save_fn
+
+  async def save_fn(self, item, directory):
+    if f'/{step}.orbax-checkpoint-tmp' in os.fspath(directory):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(directory))
+    return await original(self, item, directory)
+  return save_fn
+
+
+@pytest.mark.parametrize('async_save', [True, False])
+def test_full_disk_names_the_step_and_the_last_complete_one(tmp_path, small_variables,
+                                                            monkeypatch, async_save):
+  state = make_state(small_variables)
+  monkeypatch.setattr(ocp.JsonCheckpointHandler, '_save_fn', failing_json_save(3))
+  ckpt = checkpoints.Checkpointer(tmp_path, keep_latest=3, async_save=async_save)
+  with pytest.raises(storage.StorageError) as error:
+    for step in range(1, 6):
+      ckpt.save(step, state.replace(step=jnp.asarray(step)))
+  assert str(error.value) == (
+      f'could not write checkpoint step 3 in {tmp_path / "checkpoints"}: No space left on '
+      'device. Make room or fix the file system; the last complete checkpoint is step 2: running '
+      'the same command again resumes from it')
+  ckpt.close()  # Already stopped: nothing more to raise.
+  left = sorted(os.listdir(tmp_path / 'checkpoints'))
+  assert left[:2] == ['1', '2'] and left[2].startswith('3.orbax-checkpoint-tmp') and len(left) == 3
+  monkeypatch.undo()
+  with checkpoints.Checkpointer(tmp_path, keep_latest=3) as resumed:
+    step, restored, _ = resumed.restore_latest(jax.eval_shape(lambda: state))
+    assert step == 2 and int(restored.step) == 2
+    resumed.save(3, state)
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['1', '2', '3']  # Incomplete: deleted.
+
+
+def test_warns_when_the_last_checkpoint_would_not_fit(tmp_path, small_variables, monkeypatch,
+                                                      caplog):
+  state = make_state(small_variables)
+  with checkpoints.Checkpointer(tmp_path, async_save=False) as ckpt:
+    ckpt.save(1, state)
+    with caplog.at_level(logging.WARNING):
+      ckpt.save(2, state)
+    assert 'MB free' not in caplog.text
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, 'disk_usage', lambda path: usage._replace(free=1000))
+    with caplog.at_level(logging.WARNING):
+      ckpt.save(3, state)
+  assert re.search(r'checkpoints has 0.000954 MB free, less than the [\d.e-]+ MB of checkpoint '
+                   r'step 2: saving step 3 will probably fail', caplog.text)
 
 
 _SAVE_LOOP = textwrap.dedent('''

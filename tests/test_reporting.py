@@ -1,12 +1,14 @@
 """metaiqa_jax.train.reporting: jsonl + TensorBoard logs, resume truncation, report, plots."""
 
+import builtins
+import errno
 import json
 import os
 
 import numpy as np
 import pytest
 
-from metaiqa_jax import metrics
+from metaiqa_jax import metrics, storage
 from metaiqa_jax.train import reporting
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
@@ -90,3 +92,71 @@ def test_replace_generated_section_keeps_everything_else():
           == 'intro\n<!-- BEGIN t -->\n| a |\n<!-- END t -->\nrest\n')
   with pytest.raises(ValueError, match='BEGIN other'):
     reporting.replace_generated_section(text, 'other', 'x')
+
+
+class _FullDisk:
+  """metrics.jsonl on a disk that fills up: a line of step `step` or later cannot be written."""
+
+  def __init__(self, file, step):
+    self.file, self.step = file, step
+
+  def write(self, text):
+    if json.loads(text)['step'] >= self.step:
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return self.file.write(text)
+
+  def __getattr__(self, name):
+    return getattr(self.file, name)
+
+
+def full_disk_from(step):
+  """A replacement for `open` in `reporting`: the metrics.jsonl it appends to fills up at
+  `step` (also used by tests/faults/)."""
+  def open_(path, mode='r', **kwargs):
+    file = builtins.open(path, mode, **kwargs)
+    return _FullDisk(file, step) if mode == 'a' else file
+  return open_
+
+
+def test_full_disk_stops_logging_naming_the_file_step_and_checkpoint(tmp_path, monkeypatch):
+  (tmp_path / 'checkpoints' / '4').mkdir(parents=True)
+  monkeypatch.setattr(reporting, 'open', full_disk_from(5), raising=False)
+  run = reporting.RunLogger(tmp_path)
+  run.log(4, 'train', {'loss': 0.5})
+  with pytest.raises(storage.StorageError) as error:
+    run.log(5, 'train', {'loss': 0.4})
+  assert str(error.value) == (
+      f'could not write the log of step 5 to {tmp_path / "metrics.jsonl"}: No space left on '
+      'device. Make room or fix the file system; the last complete checkpoint is step 4: '
+      'running the same command again resumes from it')
+  run.close()  # Closed already: nothing more to raise.
+  assert [e['step'] for e in reporting.read_metrics(tmp_path)] == [4]
+
+
+def test_full_disk_while_writing_the_report_names_it_and_keeps_the_old_one(tmp_path,
+                                                                          monkeypatch):
+  reporting.write_report(tmp_path, {'steps': 1})
+
+  def no_space(fd):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+  monkeypatch.setattr(os, 'fsync', no_space)
+  with pytest.raises(OSError) as error:
+    reporting.write_report(tmp_path, {'steps': 2})
+  assert error.value.errno == errno.ENOSPC
+  assert error.value.filename == str(tmp_path / 'report.json')
+  assert storage.fault_reason(error.value) == 'No space left on device'
+  assert os.listdir(tmp_path) == ['report.json']
+  assert json.load(open(tmp_path / 'report.json')) == {'steps': 1}
+
+
+def test_a_failed_close_raises_unless_another_error_ends_the_block(tmp_path, monkeypatch):
+  def no_space(self):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+  monkeypatch.setattr(reporting.SummaryWriter, 'close', no_space)
+  with pytest.raises(ValueError, match='the error to report'):
+    with reporting.RunLogger(tmp_path / 'a'):
+      raise ValueError('the error to report')
+  with pytest.raises(storage.StorageError,
+                     match=f'could not write the logs in {tmp_path / "b"}: No space left'):
+    with reporting.RunLogger(tmp_path / 'b'):
+      pass

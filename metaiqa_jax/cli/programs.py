@@ -7,10 +7,22 @@ refused by name), `--workdir=DIR` (everything the run writes; running again on t
 resumes) and `--distributed` (call
 `jax.distributed.initialize()` first: TPU pods, Slurm). The work is done by the function of the
 same name in `metaiqa_jax.train`, which tests call directly.
+
+A run holds its workdir (`workdir_lock`: `workdir/run.lock` names the host, PID, start time and
+command) from before it compiles until it ends, however it ends; a second run on the same workdir
+stops at once, naming the holder. A lock whose process is gone is taken over with a warning.
+
+Exit status: 0 done; 2 a user error, printed as one line (bad config or arguments, unreadable
+input, workdir not writable or held by another run: `USER_ERRORS`); 74 (EX_IOERR,
+`STORAGE_ERROR_EXIT_STATUS`) a checkpoint, log or report could not be written (no space left,
+quota, permission lost, read-only file system), printed as one line naming the path, the step and
+the last complete checkpoint, from which the same command resumes; 143 SIGTERM (a training loop
+first saves the step in flight); 1 anything else (a bug: traceback).
 """
 
 import importlib.util
 import logging
+import os
 import signal
 import sys
 from typing import Callable
@@ -18,7 +30,7 @@ from typing import Callable
 from absl import app, flags
 from ml_collections import config_flags
 
-from metaiqa_jax import checkpoints, configlib, weights
+from metaiqa_jax import checkpoints, configlib, storage, weights, workdir_lock
 from metaiqa_jax.io import ImageReadError
 from metaiqa_jax.train.common import Preempted
 
@@ -30,6 +42,8 @@ _DISTRIBUTED = flags.DEFINE_bool('distributed', False,
 
 # Exit status after a graceful stop on SIGTERM (128 + 15, as if killed by it; schedulers requeue).
 PREEMPTED_EXIT_STATUS = 128 + signal.SIGTERM
+# Exit status after a failed write to the workdir (`storage.StorageError`): sysexits' EX_IOERR.
+STORAGE_ERROR_EXIT_STATUS = os.EX_IOERR
 
 # Errors that are the user's input, not a bug: printed as one message, exit status 2.
 USER_ERRORS = (configlib.ConfigError, checkpoints.WorkdirError,
@@ -38,10 +52,42 @@ USER_ERRORS = (configlib.ConfigError, checkpoints.WorkdirError,
 
 
 class _QuietDependencies(logging.Filter):
-  """Drops INFO/DEBUG records logged from orbax (one per checkpoint file read or written)."""
+  """Drops INFO/DEBUG records logged from orbax (one per checkpoint file read or written), and
+  the tracebacks of a failed write that orbax's and asyncio's threads log: the run stops with
+  one `StorageError` message instead."""
 
   def filter(self, record):
+    if record.exc_info and storage.fault_reason(record.exc_info[1]):
+      return False
     return record.levelno >= logging.WARNING or '/orbax/' not in record.pathname
+
+
+def _quiet_closed_loops(previous: Callable) -> Callable:
+  """A `sys.unraisablehook` that drops the 'Event loop is closed' errors of tensorstore writes
+  completing after orbax gave up a failed save (one per file), and passes on everything else."""
+  def hook(unraisable):
+    error = unraisable.exc_value
+    if not (isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'):
+      previous(unraisable)
+  return hook
+
+
+def _stop_on_sigterm(signum, frame):
+  """SIGTERM outside a training loop (which stops gracefully itself): unwind, releasing the
+  workdir."""
+  del signum, frame
+  raise Preempted('SIGTERM received: stopped; run the same command again to resume from the '
+                  'last complete checkpoint')
+
+
+def _run_holding_workdir(program: Callable, config, workdir: str) -> None:
+  """Runs `program` holding the workdir lock, taken once the config is known to be valid."""
+  from metaiqa_jax.train import common, defaults  # pylint: disable=g-import-not-at-top
+  defaults.validate(config)  # As the program does: a bad config creates no workdir.
+  if config.distributed:  # The lock needs the process index.
+    common.maybe_initialize_distributed(True)
+  with workdir_lock.hold(workdir):
+    program(config, workdir)
 
 
 def _module_file(module: str) -> str:
@@ -62,17 +108,30 @@ def _runner(name: str, program: Callable[[], Callable], config_module: str,
       raise app.UsageError('--workdir is required')
     for handler in logging.getLogger().handlers + logging.getLogger('absl').handlers:
       handler.addFilter(_QuietDependencies())
+    sys.unraisablehook = _quiet_closed_loops(sys.unraisablehook)
     config = flags.FLAGS.config
     if _DISTRIBUTED.value:
       config.distributed = True
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
-      program()(config, _WORKDIR.value)
+      _run_holding_workdir(program(), config, _WORKDIR.value)
     except USER_ERRORS as e:
       print(f'{name}: error: {e}', file=sys.stderr)
       sys.exit(2)
     except Preempted as e:
       print(f'{name}: {e}', file=sys.stderr)
       sys.exit(PREEMPTED_EXIT_STATUS)
+    except storage.StorageError as e:
+      print(f'{name}: error: {e}', file=sys.stderr)
+      sys.exit(STORAGE_ERROR_EXIT_STATUS)
+    except OSError as e:  # A report, plot or table not written: there is no step to name.
+      reason = storage.fault_reason(e)
+      if reason is None:
+        raise
+      print(f'{name}: error: could not write {e.filename or "to the workdir"}: {reason}. Make '
+            f'room or fix the file system, then run the same command again: it resumes from '
+            f'the complete checkpoints', file=sys.stderr)
+      sys.exit(STORAGE_ERROR_EXIT_STATUS)
 
   def entry():
     default = _module_file(config_module)

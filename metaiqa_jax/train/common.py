@@ -14,8 +14,8 @@ DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
 class Preempted(RuntimeError):
-  """SIGTERM arrived; the state after the step in flight was checkpointed (the message says
-  which step and where)."""
+  """SIGTERM arrived. In a training loop the state after the step in flight was checkpointed
+  (the message says which step and where); elsewhere the run stopped where it was."""
 
 
 def build_model(model_config: ml_collections.ConfigDict) -> models.MetaIQA:
@@ -58,8 +58,9 @@ def initial_variables(model: models.MetaIQA, init: str, rng: jax.Array, image_si
 
 
 def maybe_initialize_distributed(distributed: bool) -> None:
-  """Calls `jax.distributed.initialize()` (cluster env vars) when asked; logs the topology."""
-  if distributed:
+  """Calls `jax.distributed.initialize()` (cluster env vars) when asked and not done yet (the
+  launch does it before taking the workdir lock); logs the topology."""
+  if distributed and not jax.distributed.is_initialized():
     jax.distributed.initialize()
   logging.info('process %d/%d, %d local / %d global devices (%s)', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),

@@ -81,7 +81,8 @@ def finetune_split(config, source, split: dict, k: int, split_dir, model, apply_
     _, state, saved = restored
     start_epoch = saved['extra']['epoch']
   run_log = reporting.RunLogger(split_dir, is_primary=jax.process_index() == 0,
-                                resume_step=int(state.step) if restored is not None else None)
+                                resume_step=int(state.step) if restored is not None else None,
+                                last_checkpoint=ckpt.last_complete_step)
   train_step = supervised.make_train_step(apply_fn, tx)
   predict = supervised.make_predict(apply_fn)
   rng = jax.random.key(config.seed * 1000 + k)

@@ -10,6 +10,9 @@ SIGTERM (what Slurm, Kubernetes and TPU/GCE preemption send first) is handled gr
 step in flight finishes, its state is checkpointed and flushed to disk, and `common.Preempted`
 is raised (the launch exits with status 143). SIGKILL cannot be caught; the run then resumes
 from the last checkpoint that was complete on disk.
+
+The checkpointer and the logs are closed however the loop ends; a checkpoint or log line that
+cannot be written (full disk, lost permission) stops it with `storage.StorageError`.
 """
 
 import contextlib
@@ -68,57 +71,56 @@ def run_steps(config: ml_collections.ConfigDict, workdir, *, model: models.MetaI
   Raises:
     NonFiniteLossError: the loss became NaN/Inf; checkpoints of earlier steps are kept.
     common.Preempted: SIGTERM arrived; the state after the step in flight was checkpointed.
+    storage.StorageError: a checkpoint or log write failed (names the step and the last
+      complete checkpoint, from which the run resumes).
   """
-  ckpt = checkpoints.Checkpointer(workdir, model_config=models.model_config(model),
-                                  inputs=common.input_spec(config.data),
-                                  keep_latest=config.keep_checkpoints,
-                                  keep_best=config.keep_best, best_metric='val_srocc')
-  restored = ckpt.restore_latest(state)
-  start = 0
-  if restored is not None:
-    start, state, _ = restored
-    logging.info('resuming %s from step %d', workdir, start)
-  run_log = reporting.RunLogger(workdir, is_primary=primary,
-                                resume_step=start if restored is not None else None)
-  val, history = None, []
-  bar = reporting.progress_bar(config.num_steps, initial=start, desc=name, enabled=primary)
-  with sigterm_requests() as sigterm:
-    for step in range(start, config.num_steps):
-      state, step_metrics = step_fn(state, step)
-      done = step + 1
-      loss = float(step_metrics['loss'])
-      if not math.isfinite(loss):
-        ckpt.wait_until_finished()
-        good = ckpt.all_steps()
-        raise NonFiniteLossError(
-            f'{name} {done}: {loss_name} is {loss}; stopping. The last good checkpoint is step '
-            f'{good[-1] if good else "(none)"} in {ckpt.directory}')
-      bar.update(1)
-      reporting.show_metrics(bar, {'loss': loss} | ({'val_srocc': val['srocc']} if val else {}))
-      if done % config.log_every == 0 or done == config.num_steps:
-        run_log.log(done, 'train', step_metrics)
-      evaluated = done % config.eval_every == 0 or done == config.num_steps
-      if evaluated:
+  with checkpoints.Checkpointer(workdir, model_config=models.model_config(model),
+                              inputs=common.input_spec(config.data),
+                              keep_latest=config.keep_checkpoints, keep_best=config.keep_best,
+                              best_metric='val_srocc') as ckpt:
+    restored = ckpt.restore_latest(state)
+    start = 0
+    if restored is not None:
+      start, state, _ = restored
+      logging.info('resuming %s from step %d', workdir, start)
+    with reporting.RunLogger(workdir, is_primary=primary,
+                             resume_step=start if restored is not None else None,
+                             last_checkpoint=ckpt.last_complete_step) as run_log:
+      val, history = None, []
+      with sigterm_requests() as sigterm, reporting.progress_bar(
+          config.num_steps, initial=start, desc=name, enabled=primary) as bar:
+        for step in range(start, config.num_steps):
+          state, step_metrics = step_fn(state, step)
+          done = step + 1
+          loss = float(step_metrics['loss'])
+          if not math.isfinite(loss):
+            ckpt.wait_until_finished()
+            good = ckpt.all_steps()
+            raise NonFiniteLossError(
+                f'{name} {done}: {loss_name} is {loss}; stopping. The last good checkpoint is '
+                f'step {good[-1] if good else "(none)"} in {ckpt.directory}')
+          bar.update(1)
+          reporting.show_metrics(bar, {'loss': loss}
+                                 | ({'val_srocc': val['srocc']} if val else {}))
+          if done % config.log_every == 0 or done == config.num_steps:
+            run_log.log(done, 'train', step_metrics)
+          evaluated = done % config.eval_every == 0 or done == config.num_steps
+          if evaluated:
+            val = validate(state)
+            run_log.log(done, 'val', val)
+            history.append({'step': done, **val})
+          if done % config.checkpoint_every == 0 or done == config.num_steps or sigterm:
+            # Ranked only by a validation of this very step, so the kept "best" checkpoints do
+            # not depend on where a run was resumed.
+            ckpt.save(done, state, metrics={'val_srocc': val['srocc']} if evaluated else None,
+                      extra_json={'seed': config.seed})
+          if sigterm:
+            ckpt.wait_until_finished()
+            raise common.Preempted(
+                f'SIGTERM received: stopped after {name} {done}, saved as checkpoint step '
+                f'{done} in {ckpt.directory}; run again on the same workdir to resume')
+      ckpt.wait_until_finished()
+      if val is None:  # Resumed a finished run: evaluate the final state once more.
         val = validate(state)
-        run_log.log(done, 'val', val)
-        history.append({'step': done, **val})
-      if done % config.checkpoint_every == 0 or done == config.num_steps or sigterm:
-        # Ranked only by a validation of this very step, so the kept "best" checkpoints do not
-        # depend on where a run was resumed.
-        ckpt.save(done, state, metrics={'val_srocc': val['srocc']} if evaluated else None,
-                  extra_json={'seed': config.seed})
-      if sigterm:
-        ckpt.wait_until_finished()
-        run_log.close()
-        ckpt.close()
-        raise common.Preempted(
-            f'SIGTERM received: stopped after {name} {done}, saved as checkpoint step {done} '
-            f'in {ckpt.directory}; run again on the same workdir to resume')
-  bar.close()
-  ckpt.wait_until_finished()
-  if val is None:  # Resumed a finished run: evaluate the final state once more.
-    val = validate(state)
-  best_step = ckpt.best_step()
-  run_log.close()
-  ckpt.close()
+      best_step = ckpt.best_step()
   return {'state': state, 'final_val': val, 'val_history': history, 'best_step': best_step}

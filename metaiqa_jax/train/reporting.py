@@ -12,22 +12,27 @@ Resuming: a run restarted from a checkpoint at step `s` logs steps `s + 1, ...` 
 metrics.jsonl (atomically) and TensorBoard is told to purge events from step `s + 1` on, so
 neither file ends up with duplicate steps. A partial last line left by a kill is dropped too.
 
+A log line that cannot be written (no space left, permission lost, read-only file system) raises
+`storage.StorageError` naming the file, the step and the last complete checkpoint.
+
 Plots use Matplotlib's object API with the Agg canvas (no display, no global pyplot state).
 """
 
+import contextlib
 import json
 import logging
 import math
 import os
 import tempfile
 import time
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import tqdm
 from matplotlib.figure import Figure
 from tensorboardX import SummaryWriter
 
+from metaiqa_jax import checkpoints, storage
 from metaiqa_jax import metrics as metrics_lib
 
 METRICS_FILENAME = 'metrics.jsonl'
@@ -43,7 +48,11 @@ def _json_value(value) -> Optional[float]:
 
 
 def _atomic_write_text(path: str, text: str) -> None:
-  """Writes `text` to `path` so readers see the old file or the new one, never a mix."""
+  """Writes `text` to `path` so readers see the old file or the new one, never a mix.
+
+  Raises:
+    OSError: naming `path` (a full disk reports no file name by itself).
+  """
   directory = os.path.dirname(os.path.abspath(path))
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
   try:
@@ -52,9 +61,11 @@ def _atomic_write_text(path: str, text: str) -> None:
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     if os.path.exists(tmp):
       os.remove(tmp)
+    if isinstance(e, OSError) and e.filename is None:
+      raise OSError(e.errno, e.strerror, path) from e
     raise
 
 
@@ -65,11 +76,16 @@ class RunLogger:
     workdir: the run's working directory (must exist and be writable).
     is_primary: False on every process but the first of a multi-host run: nothing is written.
     resume_step: the checkpoint step a resumed run restarts from; later log entries are dropped.
+    last_checkpoint: returns the step a rerun would resume from, named when a write fails
+      (`Checkpointer.last_complete_step`; default: the newest complete one in the workdir).
   """
 
-  def __init__(self, workdir, *, is_primary: bool = True, resume_step: Optional[int] = None):
+  def __init__(self, workdir, *, is_primary: bool = True, resume_step: Optional[int] = None,
+               last_checkpoint: Optional[Callable[[], Optional[int]]] = None):
     self.workdir = os.fspath(workdir)
     self.is_primary = is_primary
+    self._last_checkpoint = last_checkpoint or (
+        lambda: checkpoints.last_complete_step(self.workdir))
     self.jsonl_path = os.path.join(self.workdir, METRICS_FILENAME)
     self._writer = None
     self._jsonl = None
@@ -115,29 +131,62 @@ class RunLogger:
 
     Non-scalar entries (e.g. the fitted logistic parameters of `evaluate_predictions`) are
     report material, not time series: they are left out.
+
+    Raises:
+      storage.StorageError: the line could not be written (the logger is closed then).
     """
     if not self.is_primary:
       return
     metrics = {name: value for name, value in metrics.items() if np.ndim(value) == 0}
     values = {name: _json_value(value) for name, value in metrics.items()}
     entry = {'step': int(step), 'split': split, 'wall_time': time.time(), 'metrics': values}
-    self._jsonl.write(json.dumps(entry) + '\n')
-    self._jsonl.flush()
-    for name, value in metrics.items():
-      self._writer.add_scalar(f'{split}/{name}', float(value), int(step))
-    self._writer.flush()
+    try:
+      self._jsonl.write(json.dumps(entry) + '\n')
+      self._jsonl.flush()
+      for name, value in metrics.items():
+        self._writer.add_scalar(f'{split}/{name}', float(value), int(step))
+      self._writer.flush()
+    except OSError as e:
+      with contextlib.suppress(OSError):  # Flushing again fails the same way.
+        self.close()
+      self._raise_storage_error(f'the log of step {step} to {e.filename or self.jsonl_path}', e)
+
+  def _raise_storage_error(self, what: str, error: OSError) -> None:
+    """Raises `StorageError` for a failed write of `what`, or `error` if no storage fault."""
+    reason = storage.fault_reason(error)
+    if reason is None:
+      raise error
+    raise storage.StorageError(storage.stopped_message(what, reason,
+                                                       self._last_checkpoint())) from error
 
   def close(self) -> None:
-    if self._jsonl is not None:
-      self._jsonl.close()
-      self._writer.close()
-      self._jsonl = self._writer = None
+    """Flushes and closes the files (once; later calls do nothing).
+
+    Raises:
+      storage.StorageError: what was buffered could not be written.
+    """
+    if self._jsonl is None:
+      return
+    handles = (self._jsonl, self._writer)
+    self._jsonl = self._writer = None
+    failure = None
+    for handle in handles:
+      try:
+        handle.close()
+      except OSError as e:
+        failure = failure or e
+    if failure:
+      self._raise_storage_error(f'the logs in {self.workdir}', failure)
 
   def __enter__(self):
     return self
 
-  def __exit__(self, *exc):
-    self.close()
+  def __exit__(self, exc_type, *_):
+    if exc_type is None:
+      self.close()
+    else:
+      with contextlib.suppress(OSError):  # The error ending the block is the one to report.
+        self.close()
 
 
 def read_metrics(workdir, split: Optional[str] = None) -> list[dict]:
