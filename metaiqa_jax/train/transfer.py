@@ -30,7 +30,7 @@ import time
 import ml_collections
 import numpy as np
 
-from metaiqa_jax import checkpoints, metrics, models
+from metaiqa_jax import checkpoints, configlib, metrics, models
 from metaiqa_jax.baselines import sharpness
 from metaiqa_jax.data import base
 from metaiqa_jax.train import (common, defaults, finetune, meta_train, pretraining,
@@ -118,8 +118,8 @@ def transfer(config: ml_collections.ConfigDict, workdir: str, *, source=None) ->
   defaults.validate(config)
   unknown = set(config.transfer.inits) - set(INITS)
   if unknown or not config.transfer.inits:
-    raise ValueError(f'config.transfer.inits must be a non-empty subset of {INITS}; got '
-                     f'{tuple(config.transfer.inits)}')
+    raise configlib.ConfigError(f'config.transfer.inits must be a non-empty subset of {INITS};'
+                                f' got {tuple(config.transfer.inits)}')
   started = time.time()
   workdir = os.fspath(checkpoints.ensure_writable(workdir))
   source = finetune.build_source(config.finetune) if source is None else source
