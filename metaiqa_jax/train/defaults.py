@@ -62,7 +62,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 1e-4                     # outer Adam, backbone.
   c.optim.head_lr = 1e-2                # outer Adam, head.
-  c.optim.schedule = 'step'             # 'constant' | 'step' (x decay_rate every decay_steps) | 'cosine'.
+  c.optim.schedule = 'step'             # 'constant' | 'cosine' | 'step' (x decay_rate every
+                                        # decay_steps).
   c.optim.decay_rate = 0.9
   c.optim.decay_steps = 1000
   c.optim.warmup_steps = 0
