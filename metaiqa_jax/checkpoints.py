@@ -8,11 +8,15 @@ On-disk layout (`workdir/checkpoints/`, one orbax `CheckpointManager`):
                                `inner_lr`, ...) sits beside them.
   checkpoints/<step>/meta/     JSON: {'format': 1, 'step', 'model_config' (ModelConfig.to_dict()),
                                'inputs' (preprocess.InputSpec.to_dict(): how the model was fed,
-                               absent in older checkpoints), 'metrics', 'extra' (data-iterator
+                               absent in older checkpoints), 'pixels' (the RGB normalisation:
+                               [0, 1] pixels minus 'mean', divided by 'std'), 'written_by'
+                               (the training function, command line, whole config and package
+                               version that wrote it), 'metrics', 'extra' (data-iterator
                                position, seeds, ...)}.
 
-A checkpoint therefore describes itself: `restore_variables` rebuilds the model and
-`stored_inputs` tells how to turn images into its inputs, with no other settings.
+A checkpoint therefore describes itself: `restore_variables` rebuilds the model,
+`stored_inputs` tells how to turn images into its inputs, with no other settings, and
+`describe` returns everything stored about it.
   checkpoints/<step>/metrics/  orbax's own copy of the metrics, used to rank checkpoints.
 
 `params` and `batch_stats` are restored on their own by an orbax partial restore, so inference and
@@ -54,10 +58,13 @@ from etils import epath
 
 from metaiqa_jax import storage
 from metaiqa_jax.models import ModelConfig, create_model, init_variables
-from metaiqa_jax.preprocess import InputSpec
+from metaiqa_jax.preprocess import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 
 PyTree = Any
 FORMAT_VERSION = 1
+# How images become model inputs' pixel values (stored with every step for other codebases).
+PIXEL_NORMALISATION = {'range': [0.0, 1.0], 'mean': [round(float(v), 6) for v in IMAGENET_MEAN],
+                       'std': [round(float(v), 6) for v in IMAGENET_STD]}
 CHECKPOINTS_DIRNAME = 'checkpoints'
 CORRUPT_DIRNAME = 'corrupt_checkpoints'
 VARIABLE_COLLECTIONS = ('params', 'batch_stats')
@@ -194,6 +201,8 @@ class Checkpointer:
       can rebuild the model.
     inputs: the `preprocess.InputSpec` the model is trained with, stored with every step
       (`stored_inputs` reads it back).
+    written_by: JSON-serialisable provenance stored with every step (which program, command and
+      config wrote it: `train.common.provenance`).
     keep_latest: number of newest steps kept.
     keep_best: number of best steps kept by `best_metric` (0: keep by recency only).
     best_metric: key of `metrics` ranking checkpoints, higher is better.
@@ -201,8 +210,8 @@ class Checkpointer:
   """
 
   def __init__(self, workdir, *, model_config: ModelConfig | Mapping | None = None,
-               inputs: InputSpec | None = None, keep_latest: int = 2, keep_best: int = 1,
-               best_metric: str = 'val_srocc',
+               inputs: InputSpec | None = None, written_by: Mapping | None = None,
+               keep_latest: int = 2, keep_best: int = 1, best_metric: str = 'val_srocc',
                async_save: bool = True):
     if keep_latest < 1:
       raise ValueError(f'keep_latest must be >= 1 to be able to resume, got {keep_latest}')
@@ -215,6 +224,7 @@ class Checkpointer:
       model_config = model_config.to_dict()
     self.model_config = dict(model_config) if model_config is not None else None
     self.inputs = inputs.to_dict() if inputs is not None else None
+    self.written_by = dict(written_by) if written_by is not None else None
     self._set_aside_unreadable_metrics()
     metric_fn = lambda metrics: _metric_value(metrics, best_metric)
     policies = [ocp.checkpoint_managers.LatestN(keep_latest)]
@@ -267,7 +277,8 @@ class Checkpointer:
       raise ValueError(f'state {type(state).__name__} has no top-level {missing}')
     metrics = {k: float(v) for k, v in metrics.items()} if metrics is not None else None
     meta = {'format': FORMAT_VERSION, 'step': int(step), 'model_config': self.model_config,
-            'inputs': self.inputs, 'metrics': metrics,
+            'inputs': self.inputs, 'pixels': PIXEL_NORMALISATION,
+            'written_by': self.written_by, 'metrics': metrics,
             'extra': dict(extra_json) if extra_json is not None else None}
     self.wait_until_finished()  # As orbax's save would, but a failure is named by its own step.
     self._warn_if_short_of_space(step)
@@ -478,11 +489,12 @@ def restore_variables(path, model_config: Optional[ModelConfig] = None, *,
                           + (': ' + '; '.join(failures) if failures else ''))
 
 
-def stored_inputs(path, *, best_metric: str = 'val_srocc') -> Optional[InputSpec]:
-  """How the checkpoint at `path` expects images to be fed (`preprocess.InputSpec`).
+def describe(path, *, best_metric: str = 'val_srocc') -> dict:
+  """Everything stored about the checkpoint at `path`: its metadata JSON (see the module
+  docstring: `step`, `model_config`, `inputs`, `pixels`, `written_by`, `metrics`, `extra`; older
+  checkpoints lack some keys).
 
-  `path` is what `restore_variables` takes; the step is chosen the same way. None when the
-  checkpoint predates stored input specs (then the caller's settings apply).
+  `path` is what `restore_variables` takes; the step is chosen the same way.
 
   Raises:
     FileNotFoundError: no checkpoint metadata is readable at `path`.
@@ -497,8 +509,20 @@ def stored_inputs(path, *, best_metric: str = 'val_srocc') -> Optional[InputSpec
     candidates = [checkpoint_dir / str(s) for s in _candidate_steps(checkpoint_dir, best_metric)]
   for step_dir in candidates:
     try:
-      inputs = _read_meta(step_dir, None).get('inputs')
+      return _read_meta(step_dir, None)
     except Exception:  # pylint: disable=broad-except  (unreadable: as restore_variables, skip)
       continue
-    return InputSpec.from_dict(inputs) if inputs else None
   raise FileNotFoundError(f'no readable checkpoint metadata under {os.fspath(path)!r}')
+
+
+def stored_inputs(path, *, best_metric: str = 'val_srocc') -> Optional[InputSpec]:
+  """How the checkpoint at `path` expects images to be fed (`preprocess.InputSpec`).
+
+  `path` is what `restore_variables` takes; the step is chosen the same way. None when the
+  checkpoint predates stored input specs (then the caller's settings apply).
+
+  Raises:
+    FileNotFoundError: no checkpoint metadata is readable at `path`.
+  """
+  inputs = describe(path, best_metric=best_metric).get('inputs')
+  return InputSpec.from_dict(inputs) if inputs else None

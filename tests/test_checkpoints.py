@@ -71,14 +71,19 @@ def largest_data_file(step_dir):
 
 def test_roundtrip_with_adam_state_and_metadata(tmp_path, small_variables):
   state = make_state(small_variables, step=3)
-  with checkpoints.Checkpointer(tmp_path, model_config=TINY) as ckpt:
+  written_by = {'writer': 'meta_train', 'config': {'seed': 1}}
+  with checkpoints.Checkpointer(tmp_path, model_config=TINY, written_by=written_by) as ckpt:
     ckpt.save(3, state, metrics={'val_srocc': 0.5}, extra_json={'data_position': 96, 'seed': 1})
     ckpt.wait_until_finished()
     step, restored, meta = ckpt.restore_latest(jax.eval_shape(lambda: state))
   assert step == 3 and isinstance(restored, TrainState)
   assert_trees_equal(restored, state)
   assert meta == {'format': 1, 'step': 3, 'model_config': TINY.to_dict(), 'inputs': None,
-                  'metrics': {'val_srocc': 0.5}, 'extra': {'data_position': 96, 'seed': 1}}
+                  'pixels': {'range': [0.0, 1.0], 'mean': [0.485, 0.456, 0.406],
+                             'std': [0.229, 0.224, 0.225]},
+                  'written_by': written_by, 'metrics': {'val_srocc': 0.5},
+                  'extra': {'data_position': 96, 'seed': 1}}
+  assert checkpoints.describe(tmp_path) == meta
 
 
 def test_empty_workdir_restores_nothing(tmp_path, small_variables):

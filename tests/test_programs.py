@@ -76,6 +76,9 @@ def test_meta_train_writes_checkpoints_logs_and_report(meta_run):
   assert train_steps == [1, 2, 3, 4]
   assert json.load(open(os.path.join(workdir, 'report.json')))['steps'] == 4
   assert os.listdir(os.path.join(workdir, 'tensorboard'))
+  written_by = checkpoints.describe(workdir)['written_by']
+  assert written_by['writer'] == 'meta_train'
+  assert written_by['config'] == json.loads(json.dumps(tiny_config().to_dict()))
 
 
 def test_finetune_selects_on_val_and_reports_test(meta_run, source, tmp_path):
@@ -96,6 +99,8 @@ def test_finetune_selects_on_val_and_reports_test(meta_run, source, tmp_path):
   assert len(summary['srocc']['values']) == 2
   assert os.path.exists(tmp_path / 'splits.json')
   assert os.path.getsize(tmp_path / 'scatter_split0.png') > 0
+  assert (checkpoints.describe(tmp_path / 'split_0')['written_by']['config']
+          == json.loads(json.dumps(config.to_dict())))
 
   # The same splits again: evaluate the fine-tuned split-0 model on its test part.
   eval_config = tiny_config()

@@ -31,8 +31,9 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from metaiqa_jax import checkpoints, configlib, storage, weights, workdir_lock
+from metaiqa_jax.cli import usage
 from metaiqa_jax.io import ImageReadError
-from metaiqa_jax.train.common import Preempted
+from metaiqa_jax.train.common import DatasetError, NonFiniteLossError, Preempted
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and reports.')
 flags.DEFINE_bool('smoke', False, 'metaiqa-demo and metaiqa-transfer without --config: the '
@@ -45,10 +46,19 @@ PREEMPTED_EXIT_STATUS = 128 + signal.SIGTERM
 # Exit status after a failed write to the workdir (`storage.StorageError`): sysexits' EX_IOERR.
 STORAGE_ERROR_EXIT_STATUS = os.EX_IOERR
 
-# Errors that are the user's input, not a bug: printed as one message, exit status 2.
+# Errors that are the user's input, not a bug: printed as one message, exit status 2. A NaN
+# loss is one too: the data or the settings (learning rates) make training diverge.
 USER_ERRORS = (configlib.ConfigError, checkpoints.WorkdirError,
                checkpoints.CheckpointMismatchError, ImageReadError, FileNotFoundError,
-               weights.UnsafePickleError, weights.TorchFileError, weights.WeightsFormatError)
+               DatasetError, NonFiniteLossError, weights.UnsafePickleError,
+               weights.TorchFileError, weights.WeightsFormatError)
+
+_COMMON_HELP = '''
+Every setting is a key of the config file: override one with --config.KEY=VALUE (an unknown key
+is refused by name). Everything the run writes goes to --workdir; running the same command again
+resumes from the last complete checkpoint. Exit status: 0 done, 2 a user error (one line), 74 a
+checkpoint or report could not be written, 143 stopped by SIGTERM (resumable), 1 a bug.
+'''
 
 
 class _QuietDependencies(logging.Filter):
@@ -90,16 +100,41 @@ def _run_holding_workdir(program: Callable, config, workdir: str) -> None:
     program(config, workdir)
 
 
+def exit_on_errors(name: str, run: Callable[[], None]) -> None:
+  """Calls `run()`; an error that is not a bug ends the process with one line on stderr,
+  `NAME: error: MESSAGE`, and the exit status of the module docstring (a bug: traceback)."""
+  try:
+    run()
+  except USER_ERRORS as e:
+    print(f'{name}: error: {e}', file=sys.stderr)
+    sys.exit(2)
+  except Preempted as e:
+    print(f'{name}: {e}', file=sys.stderr)
+    sys.exit(PREEMPTED_EXIT_STATUS)
+  except storage.StorageError as e:
+    print(f'{name}: error: {e}', file=sys.stderr)
+    sys.exit(STORAGE_ERROR_EXIT_STATUS)
+  except OSError as e:  # A report, plot or table not written: there is no step to name.
+    reason = storage.fault_reason(e)
+    if reason is None:
+      raise
+    print(f'{name}: error: could not write {e.filename or "to the workdir"}: {reason}. Make '
+          f'room or fix the file system, then run the same command again: it resumes from '
+          f'the complete checkpoints', file=sys.stderr)
+    sys.exit(STORAGE_ERROR_EXIT_STATUS)
+
+
 def _module_file(module: str) -> str:
   return importlib.util.find_spec(module).origin
 
 
-def _runner(name: str, program: Callable[[], Callable], config_module: str,
+def _runner(name: str, program: Callable[[], Callable], config_module: str, description: str,
             smoke: bool = False) -> Callable[[], None]:
   """The console entry point of a program.
 
   `--config` defaults to `get_config()` of `config_module` (with its argument 'smoke' when
   `smoke` and --smoke are given), so `--config.KEY=VALUE` overrides work without `--config`.
+  `description` (what the program does, an example command) heads `--help`.
   """
   def main(argv):
     if len(argv) > 1:
@@ -113,25 +148,7 @@ def _runner(name: str, program: Callable[[], Callable], config_module: str,
     if _DISTRIBUTED.value:
       config.distributed = True
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    try:
-      _run_holding_workdir(program(), config, _WORKDIR.value)
-    except USER_ERRORS as e:
-      print(f'{name}: error: {e}', file=sys.stderr)
-      sys.exit(2)
-    except Preempted as e:
-      print(f'{name}: {e}', file=sys.stderr)
-      sys.exit(PREEMPTED_EXIT_STATUS)
-    except storage.StorageError as e:
-      print(f'{name}: error: {e}', file=sys.stderr)
-      sys.exit(STORAGE_ERROR_EXIT_STATUS)
-    except OSError as e:  # A report, plot or table not written: there is no step to name.
-      reason = storage.fault_reason(e)
-      if reason is None:
-        raise
-      print(f'{name}: error: could not write {e.filename or "to the workdir"}: {reason}. Make '
-            f'room or fix the file system, then run the same command again: it resumes from '
-            f'the complete checkpoints', file=sys.stderr)
-      sys.exit(STORAGE_ERROR_EXIT_STATUS)
+    exit_on_errors(name, lambda: _run_holding_workdir(program(), config, _WORKDIR.value))
 
   def entry():
     default = _module_file(config_module)
@@ -139,7 +156,9 @@ def _runner(name: str, program: Callable[[], Callable], config_module: str,
       default += ':smoke'
     config_flags.DEFINE_config_file(
         'config', default, f'Experiment config file (configs/*.py); default: {config_module}.')
-    app.run(main)
+    usage.run(main, description=f'\n{name} --workdir=DIR [--config=CONFIG.py] [--config.KEY=VALUE ...]'
+              f'{" [--smoke]" if smoke else ""}\n\n{description.strip()}\n{_COMMON_HELP}',
+              flag_names=['config', 'workdir', 'distributed'] + (['smoke'] if smoke else []))
   return entry
 
 
@@ -174,9 +193,61 @@ def _transfer():
 
 
 _DEFAULTS = 'metaiqa_jax.train.defaults'
-meta_train = _runner('metaiqa-meta-train', _meta_train, _DEFAULTS)
-finetune = _runner('metaiqa-finetune', _finetune, _DEFAULTS)
-evaluate = _runner('metaiqa-evaluate', _evaluate, _DEFAULTS)
-lodo = _runner('metaiqa-lodo', _lodo, _DEFAULTS)
-demo = _runner('metaiqa-demo', _demo, 'metaiqa_jax.train.demo', smoke=True)
-transfer = _runner('metaiqa-transfer', _transfer, 'metaiqa_jax.train.transfer', smoke=True)
+meta_train = _runner('metaiqa-meta-train', _meta_train, _DEFAULTS, """
+Meta-trains the MetaIQA quality model (Zhu et al., CVPR 2020). Each meta-step adapts the model to
+a batch of distortion-type tasks on their support images (inner loop) and updates the shared
+initialisation on their query images (outer loop). The data are config.data.sources with their
+native-layout config.data.roots (TID2013, KADID-10k, or the built-in synthetic bank).
+
+Example:
+  metaiqa-meta-train --config=configs/meta_tid_kadid.py --workdir=runs/meta \\
+    --config.data.roots='("/data/tid2013", "/data/kadid10k")'
+""")
+finetune = _runner('metaiqa-finetune', _finetune, _DEFAULTS, """
+Fine-tunes a model on a dataset of authentic distortions (LIVE Challenge, KonIQ-10k, CID2013, any
+CSV) over N train/val/test splits: the epoch is chosen on val; test SROCC, PLCC, KRCC and RMSE
+are reported per split and as mean, std and median (report.json). config.model.init is a
+checkpoint directory or a PyTorch file.
+
+Example:
+  metaiqa-finetune --config=configs/finetune_livec.py --workdir=runs/ft_livec \\
+    --config.finetune.root=/data/ChallengeDB_release --config.model.init=runs/meta
+""")
+evaluate = _runner('metaiqa-evaluate', _evaluate, _DEFAULTS, """
+Scores a dataset with trained weights (config.model.init: a checkpoint directory, which brings
+its own model and input settings, or a PyTorch file): every image, or the test parts of
+config.finetune.split_file. Writes report.json, predictions.csv and scatter.png.
+
+Example:
+  metaiqa-evaluate --workdir=runs/eval --config.model.init=runs/ft_livec/split_0 \\
+    --config.finetune.source=livec --config.finetune.root=/data/ChallengeDB_release
+""")
+lodo = _runner('metaiqa-lodo', _lodo, _DEFAULTS, """
+Leave-one-distortion-out: for each held-out distortion type, meta-trains on the other types,
+then reports SROCC on the held-out type zero-shot and after adapting to k labelled images of it
+(report.json, SROCC-vs-steps and SROCC-vs-shots plots).
+
+Example:
+  metaiqa-lodo --config=configs/lodo_kadid10k.py --workdir=runs/lodo_kadid \\
+    --config.data.roots='("/data/kadid10k",)'
+""")
+demo = _runner('metaiqa-demo', _demo, 'metaiqa_jax.train.demo', """
+The embedded demo, on no data but the photos shipped with the package: meta-learned, multitask
+and scratch initialisations of the same network are trained on a synthetic distortion bank
+(labels: KADID-10k's human mean per distortion type and level), then adapted to distortion
+types and photos they never saw; SROCC tables in report.json. About 9 minutes on 2 CPU cores;
+--smoke runs a toy size in seconds.
+
+Example:
+  metaiqa-demo --workdir=/tmp/metaiqa-demo
+""", smoke=True)
+transfer = _runner('metaiqa-transfer', _transfer, 'metaiqa_jax.train.transfer', """
+Does synthetic pretraining help on distortions rated by people? Pretrains meta and multitask
+initialisations on the synthetic bank, fine-tunes them and a scratch model on seeded splits of a
+human-rated dataset (LIVE Challenge by default), scores the sharpness baseline on the same test
+parts, and writes the final models to workdir/final/<init>. --smoke runs a toy size in seconds.
+
+Example:
+  metaiqa-transfer --workdir=/tmp/metaiqa-transfer \\
+    --config.finetune.root=/data/ChallengeDB_release
+""", smoke=True)

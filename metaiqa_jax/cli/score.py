@@ -11,6 +11,9 @@ stderr and skipped; the exit status is then 1 (2 for a usage or weights error).
 `.pth`; read safely, see `metaiqa_jax.weights`) or a training run's checkpoint directory. Without
 it the model is randomly initialised (`--arch`, `--width`, `--seed`) and the scores are
 meaningless; a warning says so.
+
+Example:
+  metaiqa-score --weights runs/ft_livec/split_0 --output scores.csv 'photos/**/*.jpg'
 """
 
 import csv
@@ -21,6 +24,7 @@ import sys
 from absl import app, flags
 import jax
 
+from metaiqa_jax.cli import usage
 from metaiqa_jax.io import IMAGE_EXTENSIONS, ImageReadError
 from metaiqa_jax.models import create_model, infer_model_config, init_variables
 from metaiqa_jax.preprocess import READ_MAX_SIDE
@@ -100,7 +104,10 @@ def _load_variables():
     if _ARCH.value is not None and _ARCH.value != config.arch:
       raise ValueError(f'--arch {_ARCH.value} but the checkpoint holds a {config.arch}')
     explicit = flags.FLAGS['image_size'].present or flags.FLAGS['n_crops'].present
-    return variables, weights, None if explicit else checkpoints.stored_inputs(weights)
+    stored = checkpoints.describe(weights)
+    writer = (stored.get('written_by') or {}).get('writer')
+    source = f'{weights}, step {stored["step"]}' + (f', written by {writer}' if writer else '')
+    return variables, source, None if explicit else checkpoints.stored_inputs(weights)
   return load_torch_weights(weights, arch=_ARCH.value), weights, None
 
 
@@ -148,10 +155,8 @@ def main(argv) -> int:
 
 def run():
   """Console-script entry point (`metaiqa-score`)."""
-  # `--help` lists the main script's key flags; make this module's flags the script's.
-  for flag in flags.FLAGS.get_key_flags_for_module(__name__):
-    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-  app.run(main)
+  usage.run(main, description=__doc__,
+            flag_names=[flag.name for flag in flags.FLAGS.get_key_flags_for_module(__name__)])
 
 
 if __name__ == '__main__':

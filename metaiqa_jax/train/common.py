@@ -3,12 +3,16 @@
 import concurrent.futures
 import logging
 import os
+import shlex
+import sys
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
+import metaiqa_jax
 from metaiqa_jax import configlib, models, preprocess
+from metaiqa_jax.data import make_source
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
@@ -16,6 +20,32 @@ DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 class Preempted(RuntimeError):
   """SIGTERM arrived. In a training loop the state after the step in flight was checkpointed
   (the message says which step and where); elsewhere the run stopped where it was."""
+
+
+class NonFiniteLossError(FloatingPointError):
+  """A training loss became NaN or Inf; the message names the step and the last good checkpoint."""
+
+
+class DatasetError(ValueError):
+  """A dataset named by the config does not read (a malformed label table, a bad value); the
+  message names the config key, the source and the file line."""
+
+
+def open_source(name: str, root: str, config_key: str, **kwargs):
+  """`data.make_source(name, root or None, **kwargs)`, its label-table errors as `DatasetError`.
+
+  Args:
+    config_key: the config keys that named the source (for the message), e.g.
+      `'config.finetune.source'`.
+
+  Raises:
+    DatasetError: the reader refused the label table (its message names the file and line).
+    FileNotFoundError: the label table or image files are missing.
+  """
+  try:
+    return make_source(name, root or None, **kwargs)
+  except ValueError as e:
+    raise DatasetError(f'{config_key} {name!r} (root {root!r}): {e}') from e
 
 
 def build_model(model_config: ml_collections.ConfigDict) -> models.MetaIQA:
@@ -38,6 +68,13 @@ def input_spec(data_config: ml_collections.ConfigDict) -> preprocess.InputSpec:
   except ValueError as e:
     raise configlib.ConfigError(
         f'config.data (image_size, resize_to, eval_grid, fragments): {e}') from e
+
+
+def provenance(writer: str, config: ml_collections.ConfigDict) -> dict:
+  """What a checkpoint records about how it was made: the training function `writer` (e.g.
+  'meta_train', 'finetune'), the command line, the whole config and the package version."""
+  return {'writer': writer, 'command': shlex.join(sys.argv), 'config': config.to_dict(),
+          'package_version': metaiqa_jax.__version__}
 
 
 def initial_variables(model: models.MetaIQA, init: str, rng: jax.Array, image_size: int) -> dict:

@@ -28,10 +28,6 @@ from metaiqa_jax import checkpoints, models
 from metaiqa_jax.train import common, reporting
 
 
-class NonFiniteLossError(FloatingPointError):
-  """A training loss became NaN or Inf; the message names the step and the last good checkpoint."""
-
-
 @contextlib.contextmanager
 def sigterm_requests():
   """A list that SIGTERM appends to while the block runs (main thread only; elsewhere the
@@ -49,8 +45,8 @@ def sigterm_requests():
 
 def run_steps(config: ml_collections.ConfigDict, workdir, *, model: models.MetaIQA, state: Any,
               step_fn: Callable[[Any, int], tuple[Any, dict]],
-              validate: Callable[[Any], dict], name: str, loss_name: str = 'loss',
-              primary: bool = True) -> dict:
+              validate: Callable[[Any], dict], name: str, writer: str,
+              loss_name: str = 'loss', primary: bool = True) -> dict:
   """Runs steps `0..config.num_steps - 1` (resuming where the workdir's checkpoints stop).
 
   Args:
@@ -62,6 +58,7 @@ def run_steps(config: ml_collections.ConfigDict, workdir, *, model: models.MetaI
     step_fn: `(state, step) -> (state, metrics)`, metrics holding a scalar `loss`.
     validate: `state -> metrics` (with `srocc`, which ranks checkpoints).
     name: what a step is called in messages and the progress bar ('meta-step', ...).
+    writer: the training function, recorded with every checkpoint ('meta_train', ...).
     loss_name: what the loss is called in the NaN message ('query loss', ...).
     primary: False on all processes but the first (no logs, no progress bar).
 
@@ -69,13 +66,14 @@ def run_steps(config: ml_collections.ConfigDict, workdir, *, model: models.MetaI
     `{'state', 'final_val', 'val_history', 'best_step'}`.
 
   Raises:
-    NonFiniteLossError: the loss became NaN/Inf; checkpoints of earlier steps are kept.
+    common.NonFiniteLossError: the loss became NaN/Inf; checkpoints of earlier steps are kept.
     common.Preempted: SIGTERM arrived; the state after the step in flight was checkpointed.
     storage.StorageError: a checkpoint or log write failed (names the step and the last
       complete checkpoint, from which the run resumes).
   """
   with checkpoints.Checkpointer(workdir, model_config=models.model_config(model),
                               inputs=common.input_spec(config.data),
+                              written_by=common.provenance(writer, config),
                               keep_latest=config.keep_checkpoints, keep_best=config.keep_best,
                               best_metric='val_srocc') as ckpt:
     restored = ckpt.restore_latest(state)
@@ -96,7 +94,7 @@ def run_steps(config: ml_collections.ConfigDict, workdir, *, model: models.MetaI
           if not math.isfinite(loss):
             ckpt.wait_until_finished()
             good = ckpt.all_steps()
-            raise NonFiniteLossError(
+            raise common.NonFiniteLossError(
                 f'{name} {done}: {loss_name} is {loss}; stopping. The last good checkpoint is '
                 f'step {good[-1] if good else "(none)"} in {ckpt.directory}')
           bar.update(1)

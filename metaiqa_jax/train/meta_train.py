@@ -17,7 +17,7 @@ import numpy as np
 import optax
 
 from metaiqa_jax import checkpoints, meta, models
-from metaiqa_jax.data import base, make_source, splits, tasks, views
+from metaiqa_jax.data import base, splits, tasks, views
 from metaiqa_jax.train import common, defaults, evaluation, loop, reporting
 
 
@@ -31,7 +31,7 @@ def build_source(data_config: ml_collections.ConfigDict):
   for name, root in zip(data_config.sources, data_config.roots):
     kwargs = ({'max_side': data_config.synthetic_max_side,
                'workers': data_config.synthetic_workers} if name == 'synthetic' else {})
-    built.append(make_source(name, root or None, **kwargs))
+    built.append(common.open_source(name, root, 'config.data.sources', **kwargs))
   return built[0] if len(built) == 1 else views.Concat(built)
 
 
@@ -109,7 +109,7 @@ def meta_train(config: ml_collections.ConfigDict, workdir: str, *,
     source: optional prebuilt meta-training source (tests, LODO); default `build_source`.
 
   Raises:
-    loop.NonFiniteLossError: the query loss became NaN/Inf; the last good checkpoint is kept.
+    common.NonFiniteLossError: the query loss became NaN/Inf; the last good checkpoint is kept.
     common.Preempted: SIGTERM arrived; the state of the last finished step was checkpointed.
     UnreadableImagesError: `config.data.verify_images` found image files that cannot be decoded.
   """
@@ -146,7 +146,8 @@ def meta_train(config: ml_collections.ConfigDict, workdir: str, *,
 
   result = loop.run_steps(config, workdir, model=model, state=state, step_fn=one_step,
                           validate=make_validator(config, apply_fn, val_sampler),
-                          name='meta-step', loss_name='query loss', primary=primary)
+                          name='meta-step', writer='meta_train', loss_name='query loss',
+                          primary=primary)
   report = {'program': 'meta_train', 'steps': config.num_steps,
             'final_val': result['final_val'], 'val_history': result['val_history'],
             'best_step': result['best_step'], 'train_types': list(train_sampler.types),

@@ -50,7 +50,7 @@ def multitask_train(config: ml_collections.ConfigDict, workdir: str, *, source=N
   result = loop.run_steps(config, workdir, model=model, state=meta.init_meta_state(variables, tx),
                           step_fn=one_step,
                           validate=meta_train.make_validator(config, apply_fn, val_sampler),
-                          name='multitask step')
+                          name='multitask step', writer='multitask_train')
   report = {'program': 'multitask_train', 'steps': config.num_steps,
             'final_val': result['final_val'], 'val_history': result['val_history'],
             'best_step': result['best_step'], 'train_types': list(train_sampler.types),

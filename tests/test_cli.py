@@ -1,0 +1,111 @@
+"""The console scripts as a user meets them: `--help` of every program, exit statuses and one-line
+errors."""
+
+import subprocess
+import sys
+
+import pytest
+
+from metaiqa_jax import configlib, storage
+from metaiqa_jax.cli import programs
+from metaiqa_jax.train import common, finetune
+import test_programs
+
+# name -> (entry point, words its --help must show besides the shared flags).
+PROGRAMS = {
+    'metaiqa-meta-train': ('programs.meta_train', 'Meta-trains'),
+    'metaiqa-finetune': ('programs.finetune', 'Fine-tunes'),
+    'metaiqa-evaluate': ('programs.evaluate', 'Scores a dataset'),
+    'metaiqa-lodo': ('programs.lodo', 'Leave-one-distortion-out'),
+    'metaiqa-demo': ('programs.demo', '--smoke'),
+    'metaiqa-transfer': ('programs.transfer', '--smoke'),
+    'metaiqa-score': ('score.run', '--weights'),
+}
+
+# Imports the console-script modules once, then runs each entry point with `--help` in a forked
+# child (absl defines `--config` once per process), writing its stdout to OUT_DIR/<name>.txt and
+# its exit status to OUT_DIR/<name>.status.
+_HELP_SCRIPT = '''
+import os, sys
+from metaiqa_jax.cli import programs, score
+out_dir = sys.argv[1]
+for name, entry in (arg.split('=') for arg in sys.argv[2:]):
+  pid = os.fork()
+  if pid == 0:
+    out = os.open(os.path.join(out_dir, name + '.txt'), os.O_WRONLY | os.O_CREAT)
+    os.dup2(out, 1)
+    sys.argv = [name, '--help']
+    module, function = entry.split('.')
+    try:
+      getattr({'programs': programs, 'score': score}[module], function)()
+      status = 0
+    except SystemExit as e:
+      status = e.code or 0
+    sys.stdout.flush()
+    os._exit(status)
+  _, status = os.waitpid(pid, 0)
+  with open(os.path.join(out_dir, name + '.status'), 'w') as f:
+    f.write(str(os.waitstatus_to_exitcode(status)))
+'''
+
+
+@pytest.fixture(scope='module')
+def help_texts(tmp_path_factory):
+  """{program name: (exit status, --help stdout)}."""
+  out_dir = tmp_path_factory.mktemp('help')
+  subprocess.run([sys.executable, '-c', _HELP_SCRIPT, str(out_dir),
+                  *(f'{name}={entry}' for name, (entry, _) in PROGRAMS.items())],
+                 check=True, timeout=120)
+  return {name: (int((out_dir / f'{name}.status').read_text()),
+                 (out_dir / f'{name}.txt').read_text()) for name in PROGRAMS}
+
+
+@pytest.mark.parametrize('name', PROGRAMS)
+def test_help_describes_the_program_with_an_example_and_its_flags(help_texts, name):
+  status, text = help_texts[name]
+  assert status == 0, text
+  assert PROGRAMS[name][1] in text
+  example = text.split('Example:\n', 1)[1].split('\n\n')[0]
+  assert example.lstrip().startswith(name + ' ')
+  flags = ('--weights', '--output') if name == 'metaiqa-score' else (
+      '--config:', '--workdir:', '--[no]distributed:')
+  for flag in flags:
+    assert flag in text
+  assert 'Try --helpfull' in text
+
+
+@pytest.mark.parametrize('error, status', [
+    (common.NonFiniteLossError('meta-step 5: query loss is nan; stopping. The last good '
+                               'checkpoint is step 4 in /w/checkpoints'), 2),
+    (common.DatasetError("config.finetune.source 'csv' (root '/d'): /d/x.csv:3: mos 'n/a' is "
+                         'missing or not a number'), 2),
+    (configlib.ConfigError("unknown config key 'meta.inner_stpes'"), 2),
+    (common.Preempted('SIGTERM received: stopped'), 143),
+    (storage.StorageError('could not write step 4: no space left on device'), 74),
+])
+def test_errors_that_are_not_bugs_exit_with_one_line(capsys, error, status):
+  def run():
+    raise error
+  with pytest.raises(SystemExit) as exit_info:
+    programs.exit_on_errors('metaiqa-x', run)
+  assert exit_info.value.code == status
+  stderr = capsys.readouterr().err
+  assert stderr.count('\n') == 1 and stderr.startswith('metaiqa-x: ') and str(error) in stderr
+
+
+def test_a_bug_still_raises_with_its_traceback():
+  def run():
+    raise KeyError('bug')
+  with pytest.raises(KeyError):
+    programs.exit_on_errors('metaiqa-x', run)
+
+
+def test_malformed_label_table_is_a_dataset_error_naming_key_and_line(tmp_path):
+  (tmp_path / 'a.jpg').write_bytes(b'')
+  (tmp_path / 'cid2013.csv').write_text('name,mos\na.jpg,n/a\n')
+  config = test_programs.tiny_config()
+  config.finetune.source = 'cid2013'
+  config.finetune.root = str(tmp_path)
+  with pytest.raises(common.DatasetError,
+                     match=r"config\.finetune\.source 'cid2013' .*cid2013\.csv:2"):
+    finetune.build_source(config.finetune)
