@@ -11,15 +11,19 @@ A source has `len(src)`, `src[i]` -> dict with
 and `src.metadata()` -> dict of numpy arrays with the same keys except `image`, computed
 without decoding any image.
 
-Label tables are checked when a `FileSource` is built, and every error names the table line (or
-entry) it comes from: a MOS that is missing, not a number, NaN or infinite; two records for the
-same image file; image files that do not exist. `FileSource.verify()` additionally decodes every
-image, so corrupt-but-present files are found before training starts rather than mid-run.
+Label tables are read by `label_table.read_table` (UTF-8 or UTF-16, a BOM or not, any newline
+style, comma/tab/semicolon/whitespace-separated) and checked when a `FileSource` is built; every
+error names the table line (or entry) it comes from: a MOS that is missing, not a number, outside
+the dataset's rating scale, NaN or infinite; two records for the same image file; image files that
+do not exist. Listed names are matched to files ignoring letter case (`resolve_paths`), since
+copies between file systems often change `.JPG` into `.jpg`. `FileSource.verify()` additionally
+decodes every image, so corrupt-but-present files are found before training starts rather than
+mid-run.
 """
 
 import concurrent.futures
 import os
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -55,6 +59,60 @@ def parse_number(text, where: str, column: str) -> float:
     return float(text)
   except (TypeError, ValueError):
     raise ValueError(f'{where}: {column} {text!r} is missing or not a number') from None
+
+
+def check_scale(values, scale: Tuple[float, float], origins: Sequence[str], what: str) -> None:
+  """Raises ValueError at the first finite value outside `scale` = (lo, hi), inclusive.
+
+  `origins[i]` says where value `i` was listed; `what` says whose scale it is, e.g. `"KADID-10k's
+  DMOS scale"` gives `'dmos.csv:12: MOS 7 is outside 1..5, KADID-10k's DMOS scale'`. NaN and
+  infinite values are left to `FileSource`, which names them as such.
+  """
+  lo, hi = scale
+  values = np.asarray(values, np.float64)
+  bad = np.flatnonzero(np.isfinite(values) & ((values < lo) | (values > hi)))
+  if bad.size:
+    more = f' ({bad.size - 1} more values are outside it too)' if bad.size > 1 else ''
+    raise ValueError(f'{origins[bad[0]]}: MOS {values[bad[0]]:g} is outside {lo:g}..{hi:g}, '
+                     f'{what}{more}')
+
+
+def resolve_paths(root: str, names: Sequence[str]) -> List[str]:
+  """`os.path.join(root, name)` per name, matching each part of the name ignoring letter case
+  where it is not on disk as written.
+
+  A name may have folders (`'Images/trainingImages/t1.bmp'`, `/`-separated); each part missing
+  as written is looked up in its folder's listing ignoring case (`10.JPG` finds `10.jpg`, and
+  `images/` finds `Images/`); every folder is listed at most once. Of several entries differing
+  only in case, the first in sorted order is taken. For an absolute name only its last part is
+  matched. A name with no match keeps its path as written (`FileSource` reports it missing).
+  """
+  listings: Dict[str, Dict[str, str]] = {}
+
+  def entry(folder: str, part: str) -> Optional[str]:
+    if folder not in listings:
+      try:
+        entries = sorted(os.listdir(folder), reverse=True)
+      except OSError:
+        entries = []
+      listings[folder] = {e.lower(): e for e in entries}  # reverse order: the first one wins
+    return listings[folder].get(part.lower())
+
+  paths = []
+  for name in names:
+    path = os.path.join(root, name)
+    if not os.path.isfile(path):
+      folder, parts = ((os.path.dirname(name), [os.path.basename(name)]) if os.path.isabs(name)
+                       else (root, name.split('/')))
+      for part in parts:
+        match = part if os.path.exists(os.path.join(folder, part)) else entry(folder, part)
+        if match is None:
+          break
+        folder = os.path.join(folder, match)
+      else:
+        path = folder
+    paths.append(path)
+  return paths
 
 
 def check_files_exist(paths: Sequence[str], dataset: str,

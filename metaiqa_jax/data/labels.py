@@ -12,7 +12,8 @@ Normalisations to the model's (0, 1) training scale, as in the authors' released
   TID2013        mos / 9
   KADID-10k      (dmos - 0.5) / 5
   LIVE Challenge mos / 100
-  KonIQ-10k      (mos - 1) / 4   (our choice: maps the 1..5 scale onto 0..1 exactly)
+  KonIQ-10k      mos / 100 (the official sets file, 0..100) or (mos - 1) / 4 (the scores
+                 file, 1..5): our choice, maps the file's scale onto 0..1 exactly
 """
 
 import csv
@@ -89,7 +90,3 @@ def normalize_livec(mos):
   """LIVE Challenge MOS (0..100) -> model scale: mos / 100."""
   return np.asarray(mos, np.float64) / 100.0
 
-
-def normalize_koniq(mos):
-  """KonIQ-10k MOS (1..5) -> model scale: (mos - 1) / 4."""
-  return (np.asarray(mos, np.float64) - 1.0) / 4.0

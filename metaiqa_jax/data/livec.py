@@ -5,8 +5,10 @@
     <root>/Images/<name>                (the first 7 names live in Images/trainingImages/)
 
 The first 7 entries are the challenge's training images and are dropped by default (1162 left),
-as in MetaIQA and the literature. mos_norm = mos / 100. Authentic distortions: dist_type -1,
-dist_level 0, ref_id -1.
+as in MetaIQA and the literature. Names are matched to files ignoring letter case (`10.JPG`
+finds `10.jpg`). Errors name the .mat entry, 1-based over all entries
+(`.../AllImages_release.mat entry 12`). A MOS outside 0..100 is an error. mos_norm = mos / 100.
+Authentic distortions: dist_type -1, dist_level 0, ref_id -1.
 """
 
 import os
@@ -14,10 +16,11 @@ import os
 import numpy as np
 import scipy.io
 
-from metaiqa_jax.data.base import FileSource
+from metaiqa_jax.data.base import FileSource, check_scale, resolve_paths
 from metaiqa_jax.data.labels import normalize_livec
 
 NUM_TRAINING_IMAGES = 7
+SCALE = (0.0, 100.0)
 
 
 def _mat_strings(value) -> list:
@@ -43,10 +46,14 @@ class LIVEChallenge(FileSource):
     if len(names) != len(mos):
       raise ValueError(f'LIVE Challenge: {len(names)} names in {names_mat} but {len(mos)} MOS '
                        f'values in {mos_mat}')
-    paths = [os.path.join(root, 'Images', *(['trainingImages'] if i < NUM_TRAINING_IMAGES
-                                           else []), n) for i, n in enumerate(names)]
+    check_scale(mos, SCALE, [f'{mos_mat} entry {i + 1}' for i in range(len(mos))],
+                "LIVE Challenge's MOS scale")
+    listed = [f'trainingImages/{name}' if i < NUM_TRAINING_IMAGES else name
+              for i, name in enumerate(names)]
+    origins = [f'{names_mat} entry {i + 1}' for i in range(len(names))]
     start = NUM_TRAINING_IMAGES if drop_training_images else 0
-    names, mos, paths = names[start:], mos[start:], paths[start:]
+    paths = resolve_paths(os.path.join(root, 'Images'), listed[start:])
+    names, mos, origins = names[start:], mos[start:], origins[start:]
     n = len(names)
     super().__init__('LIVE Challenge', paths, mos, normalize_livec(mos), np.full(n, -1),
-                     np.zeros(n), np.full(n, -1), names, max_side)
+                     np.zeros(n), np.full(n, -1), names, max_side, origins)

@@ -14,7 +14,8 @@ CID2013_CSV = 'cid2013.csv'
 
 
 def _cid2013(root, csv_path=None, **kwargs):
-  """CID2013 via a `name,mos[,std]` CSV (default <root>/cid2013.csv), MOS 0..100 -> mos/100."""
+  """CID2013 via a label table of names and MOS (default <root>/cid2013.csv, see
+  `CSVDataset`), MOS 0..100 -> mos / 100."""
   csv_path = csv_path or os.path.join(root, CID2013_CSV)
   kwargs.setdefault('mos_range', (0.0, 100.0))
   return CSVDataset(csv_path, root, dataset='CID2013', **kwargs)
@@ -22,8 +23,8 @@ def _cid2013(root, csv_path=None, **kwargs):
 
 def _csv(root, csv_path=None, **kwargs):
   if csv_path is None:
-    raise ValueError("make_source('csv') needs csv_path=... (a name,mos[,std] file); root is "
-                     'the image folder')
+    raise ValueError("make_source('csv') needs csv_path=... (a label table of image names and "
+                     'scores); root is the image folder')
   return CSVDataset(csv_path, root, **kwargs)
 
 

@@ -4,16 +4,20 @@
     <root>/distorted_images/      i01_01_1.bmp ... (file names mix i/I and .bmp/.BMP)
     <root>/reference_images/
 
-Names are matched case-insensitively. mos_norm = mos / 9 as in MetaIQA. dist_type is TID2013's
-own numbering 1..24 (not KADID's), dist_level 1..5, ref_id 1..25.
+mos_with_names.txt is read as distributed (CRLF newlines, mixed-case names) or re-saved (BOM,
+LF, tab-separated; see `label_table`). Names are matched to files ignoring letter case. A MOS
+outside 0..9 is an error naming its line. mos_norm = mos / 9 as in MetaIQA. dist_type is
+TID2013's own numbering 1..24 (not KADID's), dist_level 1..5, ref_id 1..25.
 """
 
 import os
 import re
 
-from metaiqa_jax.data.base import FileSource, parse_number
+from metaiqa_jax.data.base import FileSource, check_scale, resolve_paths
+from metaiqa_jax.data.label_table import read_table
 from metaiqa_jax.data.labels import normalize_tid2013
 
+SCALE = (0.0, 9.0)
 _NAME = re.compile(r'^i(\d+)_(\d+)_(\d+)\.bmp$', re.IGNORECASE)
 
 
@@ -22,29 +26,23 @@ class TID2013(FileSource):
 
   def __init__(self, root, max_side=None):
     root = os.fspath(root)
-    table = os.path.join(root, 'mos_with_names.txt')
-    image_dir = os.path.join(root, 'distorted_images')
-    if not os.path.isfile(table):
+    table_path = os.path.join(root, 'mos_with_names.txt')
+    if not os.path.isfile(table_path):
       raise FileNotFoundError(f'TID2013: no mos_with_names.txt in {root}')
-    on_disk = ({f.lower(): f for f in os.listdir(image_dir)} if os.path.isdir(image_dir)
-               else {})
-    paths, mos, types, levels, refs, names, origins = [], [], [], [], [], [], []
-    with open(table) as f:
-      for line_no, line in enumerate(f, start=1):
-        if not line.strip():
-          continue
-        fields = line.split()
-        match = _NAME.match(fields[-1]) if len(fields) == 2 else None
-        if match is None:
-          raise ValueError(f'{table}:{line_no}: expected "<mos> iXX_YY_Z.bmp", got {line!r}')
-        ref, dist_type, level = (int(g) for g in match.groups())
-        name = fields[1]
-        names.append(name)
-        paths.append(os.path.join(image_dir, on_disk.get(name.lower(), name)))
-        origins.append(f'{table}:{line_no}')
-        mos.append(parse_number(fields[0], origins[-1], 'MOS'))
-        types.append(dist_type)
-        levels.append(level)
-        refs.append(ref)
+    table = read_table(table_path, header=False)
+    mos, types, levels, refs, names, origins = [], [], [], [], [], []
+    for line, row in table.rows:
+      match = _NAME.match(row[-1]) if len(row) == 2 else None
+      if match is None:
+        raise ValueError(f'{table.where(line)}: expected "<mos> iXX_YY_Z.bmp", got {row}')
+      ref, dist_type, level = (int(g) for g in match.groups())
+      names.append(row[1])
+      origins.append(table.where(line))
+      mos.append(table.number(line, row, 0, 'MOS'))
+      types.append(dist_type)
+      levels.append(level)
+      refs.append(ref)
+    check_scale(mos, SCALE, origins, "TID2013's MOS scale")
+    paths = resolve_paths(root, [f'distorted_images/{name}' for name in names])
     super().__init__('TID2013', paths, mos, normalize_tid2013(mos), types, levels, refs, names,
                      max_side, origins)

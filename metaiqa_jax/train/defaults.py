@@ -9,6 +9,10 @@ import ml_collections
 
 from metaiqa_jax import configlib
 
+# The `finetune.split_file` value that asks for the dataset's own split (one train/val/test split
+# from `source.official_splits()`, e.g. KonIQ-10k's `set` column); other sources refuse it.
+OFFICIAL_SPLIT = 'official'
+
 
 def base_config() -> ml_collections.ConfigDict:
   """Defaults = the paper's meta-training (TID2013 + KADID-10k, ResNet-18, 224 px)."""
@@ -80,8 +84,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.finetune = ml_collections.ConfigDict()
   c.finetune.source = 'livec'
   c.finetune.root = ''
+  c.finetune.csv_path = ''              # source 'csv' (required) and 'cid2013' (default
+                                        # root/cid2013.csv): the label table, a name,score CSV
+                                        # whose columns are found by header name.
   c.finetune.n_splits = 10
-  c.finetune.split_file = ''            # '' = workdir/splits.json (made once, then reused).
+  c.finetune.split_file = ''            # '' = workdir/splits.json (n_splits random splits, made
+                                        # once, then reused); a path = splits saved by
+                                        # data/splits.py; 'official' = the dataset's own split.
   c.finetune.splits = ()                # subset of split indices to run (() = all).
   c.finetune.test_fraction = 0.2
   c.finetune.val_fraction = 0.1         # of the train part: model selection, never test.

@@ -17,8 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from metaiqa_jax import checkpoints, metrics, models
-from metaiqa_jax.data import splits
+from metaiqa_jax import checkpoints, configlib, metrics, models
 from metaiqa_jax.train import common, defaults, evaluation, finetune, reporting, supervised
 
 
@@ -40,7 +39,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, source=None) ->
   predict = supervised.make_predict(models.make_apply_fn(model))
   source = finetune.build_source(config.finetune) if source is None else source
   if config.finetune.split_file:
-    all_splits = splits.load_splits(config.finetune.split_file)
+    all_splits = finetune.stated_splits(config.finetune, source, config.finetune.split_file)
+    if all_splits is None:
+      raise configlib.ConfigError(f'config.finetune.split_file: no file '
+                                  f'{config.finetune.split_file!r}')
     chosen = list(config.finetune.splits) or list(range(len(all_splits)))
     parts = {f'split_{k}': all_splits[k]['test'] for k in chosen}
   else:

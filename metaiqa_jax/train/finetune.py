@@ -11,39 +11,85 @@ A run started again resumes every split from its last finished epoch.
 
 import logging
 import os
+from typing import Optional
 
 import jax
 import ml_collections
 import numpy as np
 import optax
 
-from metaiqa_jax import checkpoints, meta, metrics, models
-from metaiqa_jax.data import base, make_source, pipeline, splits
+from metaiqa_jax import checkpoints, configlib, meta, metrics, models
+from metaiqa_jax.data import base, pipeline, splits
 from metaiqa_jax.train import common, defaults, evaluation, reporting, supervised
 
 
 def build_source(ft_config: ml_collections.ConfigDict):
-  """The fine-tuning dataset named by `config.finetune.source` under `config.finetune.root`."""
-  return make_source(ft_config.source, ft_config.root or None)
+  """The fine-tuning dataset named by `config.finetune.source` under `config.finetune.root`
+  (with `config.finetune.csv_path` as the label table of 'csv' and 'cid2013')."""
+  if ft_config.source == 'csv' and not ft_config.csv_path:
+    raise configlib.ConfigError("config.finetune.source 'csv' needs config.finetune.csv_path (the "
+                                'label table; config.finetune.root is the image folder)')
+  kwargs = {'csv_path': ft_config.csv_path} if ft_config.csv_path else {}
+  return common.open_source(ft_config.source, ft_config.root, 'config.finetune.source', **kwargs)
+
+
+def stated_splits(ft_config, source, path: str) -> Optional[list]:
+  """The splits a config states, checked against `source`: with `finetune.split_file` =
+  'official' the dataset's own (`source.official_splits()`, e.g. KonIQ-10k's `set` column: one
+  split); otherwise those saved at `path` by `splits.save_splits`, or None if it does not exist.
+
+  Raises:
+    configlib.ConfigError: 'official' for a source without a split of its own; a split file that
+      does not read or refers to records the source does not have.
+  """
+  if ft_config.split_file == defaults.OFFICIAL_SPLIT:
+    official = getattr(source, 'official_splits', lambda: None)()
+    if official is None:
+      raise configlib.ConfigError(
+          f"finetune.split_file = '{defaults.OFFICIAL_SPLIT}' asks for the dataset's own split, "
+          f'but finetune.source = {ft_config.source!r} ({source!r}) has none; only koniq10k '
+          'read from koniq10k_distributions_sets.csv has one. Set finetune.split_file to a '
+          "splits file, or to '' for random splits")
+    return official
+  if not os.path.exists(path):
+    return None
+  try:
+    loaded = splits.load_splits(path)
+  except (ValueError, KeyError, TypeError) as e:
+    raise configlib.ConfigError(f'split file {path} does not read: {e!r}') from e
+  n = len(source)
+  for k, split in enumerate(loaded):
+    top = max(int(np.max(part, initial=-1)) for part in split.values())
+    if top >= n:
+      raise configlib.ConfigError(f'{path}: split {k} refers to record {top}, but '
+                                  f'finetune.source {ft_config.source!r} has {n}')
+  return loaded
 
 
 def load_or_make_splits(ft_config, source, workdir, seed: int) -> list:
-  """Splits from `finetune.split_file`, else `workdir/splits.json`, else new ones (saved)."""
-  path = ft_config.split_file or os.path.join(os.fspath(workdir), 'splits.json')
-  if os.path.exists(path):
-    loaded = splits.load_splits(path)
-    n = len(source)
-    for k, split in enumerate(loaded):
-      top = max(int(np.max(part, initial=-1)) for part in split.values())
-      if top >= n:
-        raise ValueError(f'{path}: split {k} refers to record {top}, but the dataset has {n}')
-    return loaded
-  made = splits.make_splits(source.metadata(), ft_config.n_splits,
-                            test_fraction=ft_config.test_fraction,
-                            val_fraction=ft_config.val_fraction, seed=seed)
+  """The splits to fine-tune on, by `finetune.split_file`:
+
+    'official'  the dataset's own split (see `stated_splits`), also written to
+                `workdir/splits.json` as a record;
+    a path      splits written by `splits.save_splits` (made and saved there if missing);
+    ''          `workdir/splits.json` if present, else `n_splits` new random splits (saved).
+
+  Raises:
+    configlib.ConfigError: see `stated_splits`.
+  """
+  workdir_file = os.path.join(os.fspath(workdir), 'splits.json')
+  official = ft_config.split_file == defaults.OFFICIAL_SPLIT
+  path = workdir_file if official or not ft_config.split_file else ft_config.split_file
+  chosen = stated_splits(ft_config, source, path)
+  if chosen is not None and not official:
+    return chosen
+  if chosen is None:
+    chosen = splits.make_splits(source.metadata(), ft_config.n_splits,
+                                test_fraction=ft_config.test_fraction,
+                                val_fraction=ft_config.val_fraction, seed=seed)
   if jax.process_index() == 0:
-    splits.save_splits(path, made)
-  return made
+    splits.save_splits(path, chosen)
+  return chosen
 
 
 def lr_schedule(ft_config, steps_per_epoch: int) -> optax.Schedule:
@@ -74,6 +120,7 @@ def finetune_split(config, source, split: dict, k: int, split_dir, model, apply_
   state = meta.init_meta_state(variables, tx)
   ckpt = checkpoints.Checkpointer(split_dir, model_config=models.model_config(model),
                                   inputs=common.input_spec(config.data),
+                                  written_by=common.provenance('finetune', config),
                                   keep_latest=1, keep_best=1, best_metric='val_srocc')
   restored = ckpt.restore_latest(state)
   start_epoch = 0
@@ -101,8 +148,8 @@ def finetune_split(config, source, split: dict, k: int, split_dir, model, apply_
     loss = float(step_metrics['loss'])
     if not np.isfinite(loss):
       ckpt.wait_until_finished()
-      raise FloatingPointError(f'fine-tuning split {k}, epoch {epoch + 1}: loss is {loss}; the '
-                               f'last good checkpoint is in {ckpt.directory}')
+      raise common.NonFiniteLossError(f'fine-tuning split {k}, epoch {epoch + 1}: loss is {loss}; '
+                                      f'the last good checkpoint is in {ckpt.directory}')
     val, _, _ = evaluation.evaluate_indices(
         predict, {'params': state.params, 'batch_stats': state.batch_stats}, source,
         split['val'], config)

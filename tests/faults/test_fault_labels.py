@@ -83,12 +83,9 @@ def _broken(tmp_path, name, fault):
   elif fault == 'no_file':
     row[layout.name_col] = layout.missing_name
   elif fault == 'missing_column':
-    if name == 'csv':  # Positional columns: a file of names only (`name,std` would read as MOS).
-      rows = [r[:layout.mos_col] for r in rows]
-    else:
-      rows = [[v for c, v in enumerate(r) if c != layout.mos_col] for r in rows]
-    # Tables with named columns fail on the header (line 1), positional ones on a record.
-    record = -1 if name in ('kadid', 'koniq') else 0
+    rows = [[v for c, v in enumerate(r) if c != layout.mos_col] for r in rows]
+    # Tables with a header fail on it (line 1), TID2013's positional one on a record.
+    record = -1 if layout.header else 0
   _write_rows(table, layout, rows)
   return layout, root, table, _line(layout, record)
 

@@ -149,12 +149,14 @@ class MetaiqaKoniq10k(_ReaderBuilder):
 
   BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=r, description=f'images from {r}/')
                      for r in RESOLUTIONS]
-  MANUAL_DOWNLOAD_INSTRUCTIONS = ('Download koniq10k_scores_and_distributions.csv and '
+  MANUAL_DOWNLOAD_INSTRUCTIONS = ('Download koniq10k_distributions_sets.csv (or '
+                                  'koniq10k_scores_and_distributions.csv) and '
                                   'koniq10k_1024x768.zip (or _512x384) from '
                                   'http://database.mmsp-kn.de/koniq-10k-database.html into '
                                   'manual_dir, so that manual_dir/1024x768/ (or 512x384/) holds '
                                   'the images.')
-  DESCRIPTION = 'KonIQ-10k (MOS 1..5; mos_norm = (mos - 1) / 4).'
+  DESCRIPTION = ('KonIQ-10k (MOS 0..100 in the sets file, 1..5 in the scores file; mos_norm maps '
+                 'either onto 0..1).')
   HOMEPAGE = 'http://database.mmsp-kn.de/koniq-10k-database.html'
   CITATION = ('V. Hosu, H. Lin, T. Sziranyi, D. Saupe. KonIQ-10k: An Ecologically Valid Database '
               'for Deep Learning of Blind Image Quality Assessment. IEEE TIP, 2020.')
