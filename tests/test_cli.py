@@ -20,6 +20,7 @@ PROGRAMS = {
     'metaiqa-demo': ('programs.demo', '--smoke'),
     'metaiqa-transfer': ('programs.transfer', '--smoke'),
     'metaiqa-score': ('score.run', '--weights'),
+    'metaiqa-export': ('export.run', '--format'),
 }
 
 # Imports the console-script modules once, then runs each entry point with `--help` in a forked
@@ -27,7 +28,7 @@ PROGRAMS = {
 # its exit status to OUT_DIR/<name>.status.
 _HELP_SCRIPT = '''
 import os, sys
-from metaiqa_jax.cli import programs, score
+from metaiqa_jax.cli import export, programs, score
 out_dir = sys.argv[1]
 for name, entry in (arg.split('=') for arg in sys.argv[2:]):
   pid = os.fork()
@@ -37,7 +38,7 @@ for name, entry in (arg.split('=') for arg in sys.argv[2:]):
     sys.argv = [name, '--help']
     module, function = entry.split('.')
     try:
-      getattr({'programs': programs, 'score': score}[module], function)()
+      getattr({'programs': programs, 'score': score, 'export': export}[module], function)()
       status = 0
     except SystemExit as e:
       status = e.code or 0
@@ -67,7 +68,7 @@ def test_help_describes_the_program_with_an_example_and_its_flags(help_texts, na
   assert PROGRAMS[name][1] in text
   example = text.split('Example:\n', 1)[1].split('\n\n')[0]
   assert example.lstrip().startswith(name + ' ')
-  flags = ('--weights', '--output') if name == 'metaiqa-score' else (
+  flags = ('--weights', '--output') if name in ('metaiqa-score', 'metaiqa-export') else (
       '--config:', '--workdir:', '--[no]distributed:')
   for flag in flags:
     assert flag in text
@@ -109,3 +110,25 @@ def test_malformed_label_table_is_a_dataset_error_naming_key_and_line(tmp_path):
   with pytest.raises(common.DatasetError,
                      match=r"config\.finetune\.source 'cid2013' .*cid2013\.csv:2"):
     finetune.build_source(config.finetune)
+
+
+def test_csv_source_takes_its_label_table_from_the_config(tmp_path):
+  for name in ('a.jpg', 'b.jpg'):
+    (tmp_path / name).write_bytes(b'')
+  (tmp_path / 'mine.csv').write_text('image;score\na.jpg;3,5\nb.jpg;4\n')
+  config = test_programs.tiny_config()
+  config.finetune.source, config.finetune.root = 'csv', str(tmp_path)
+  with pytest.raises(configlib.ConfigError, match=r'needs config\.finetune\.csv_path'):
+    finetune.build_source(config.finetune)
+  config.finetune.csv_path = str(tmp_path / 'mine.csv')
+  assert finetune.build_source(config.finetune).metadata()['mos'].tolist() == [3.5, 4.0]
+
+
+def test_split_file_that_does_not_fit_the_source_is_a_config_error(tmp_path):
+  splits_file = tmp_path / 'splits.json'
+  splits_file.write_text('{"version": 1, "splits": [{"train": [0], "val": [1], "test": [9]}]}')
+  config = test_programs.tiny_config()
+  config.finetune.split_file = str(splits_file)
+  with pytest.raises(configlib.ConfigError, match=r'split 0 refers to record 9, but '
+                                                  r"finetune.source 'livec' has 4"):
+    finetune.load_or_make_splits(config.finetune, list(range(4)), tmp_path, seed=0)

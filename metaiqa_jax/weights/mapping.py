@@ -19,6 +19,9 @@ Renaming: submodule paths become Flax names (`layer2.0.downsample.0` -> `layer2_
 (out, in) -> (in, out); BatchNorm `weight`/`bias` -> params `scale`/`bias`, `running_mean`/
 `running_var` -> batch_stats `mean`/`var`; PReLU `weight` (1,) -> `slope`; `num_batches_tracked`
 is dropped (our BatchNorm uses a fixed momentum, as torch does by default).
+
+The reverse (MetaIQA variables -> these layouts) is `metaiqa_jax.weights.export`, from the same
+renaming tables.
 """
 
 import logging
@@ -37,7 +40,15 @@ logger = logging.getLogger(__name__)
 
 _WRAPPER_KEYS = ('params', 'state_dict', 'model')
 _IGNORED_SUFFIXES = ('num_batches_tracked',)
-_PYIQA_BUFFERS = ('mean', 'std')
+PYIQA_BUFFERS = ('mean', 'std')
+
+# The renames, shared with their reverse in `metaiqa_jax.weights.export`: torchvision's
+# `downsample` Sequential index -> Flax submodule; Flax leaf -> torch tensor name per collection.
+DOWNSAMPLE_NAMES = {'0': 'downsample_conv', '1': 'downsample_bn'}
+TORCH_LEAF_NAMES = {
+    'params': {'kernel': 'weight', 'scale': 'weight', 'slope': 'weight', 'bias': 'bias'},
+    'batch_stats': {'mean': 'running_mean', 'var': 'running_var'},
+}
 
 
 class WeightsFormatError(ValueError):
@@ -106,7 +117,7 @@ def _split_parts(path, state: dict) -> tuple[dict, str, Optional[dict], str, str
       head_prefix, kind = 'head.', 'pyiqa MetaIQA (resnet_layer + head)'
     else:
       head_prefix, kind = '', 'MetaIQA backbone only (resnet_layer)'
-    ignored = set(_PYIQA_BUFFERS) if head_prefix == 'head.' else set()
+    ignored = set(PYIQA_BUFFERS) if head_prefix == 'head.' else set()
     unexpected = sorted(k for k in state if not k.startswith('resnet_layer.') and
                         not (head_prefix and k.startswith(head_prefix)) and k not in ignored)
     if unexpected:
@@ -149,31 +160,39 @@ def _flax_path(torch_module: str, is_backbone: bool) -> tuple[str, ...]:
   if is_backbone and parts[0].startswith('layer') and len(parts) >= 3:
     block = f'{parts[0]}_{parts[1]}'
     if parts[2] == 'downsample' and len(parts) == 4:
-      return block, {'0': 'downsample_conv', '1': 'downsample_bn'}.get(parts[3], parts[3])
+      return block, DOWNSAMPLE_NAMES.get(parts[3], parts[3])
     return (block, *parts[2:])
   return tuple(parts)
+
+
+def kernel_to_flax_axes(ndim: int) -> tuple[int, ...]:
+  """`np.transpose` axes, torch weight -> Flax kernel.
+
+  Conv (O, I, kh, kw) -> (kh, kw, I, O); Linear (out, in) -> (in, out).
+  """
+  return (2, 3, 1, 0) if ndim == 4 else tuple(reversed(range(ndim)))
+
+
+def kernel_to_torch_axes(ndim: int) -> tuple[int, ...]:
+  """The inverse of `kernel_to_flax_axes`: Flax kernel -> torch weight."""
+  return tuple(int(i) for i in np.argsort(kernel_to_flax_axes(ndim)))
 
 
 def _convert(torch_key: str, value: np.ndarray, node: dict):
   """(collection, leaf name, converted array) for the Flax node a torch tensor belongs to."""
   leaf = torch_key.rsplit('.', 1)[-1]
-  if leaf == 'weight' and 'kernel' in node['params']:
-    axes = (2, 3, 1, 0) if value.ndim == 4 else tuple(reversed(range(value.ndim)))
-    return 'params', 'kernel', np.transpose(value, axes)
-  if leaf == 'weight' and 'scale' in node['params']:
-    return 'params', 'scale', value
-  if leaf == 'weight' and 'slope' in node['params']:
-    return 'params', 'slope', value
-  if leaf == 'bias' and 'bias' in node['params']:
-    return 'params', 'bias', value
-  if leaf in ('running_mean', 'running_var') and leaf[8:] in node['batch_stats']:
-    return 'batch_stats', leaf[8:], value
+  for collection, names in TORCH_LEAF_NAMES.items():
+    for flax_leaf, torch_leaf in names.items():
+      if torch_leaf == leaf and flax_leaf in node[collection]:
+        if flax_leaf == 'kernel':
+          value = np.transpose(value, kernel_to_flax_axes(value.ndim))
+        return collection, flax_leaf, value
   return None
 
 
 def _torch_layout(flax_name: str, shape: tuple) -> tuple:
   if flax_name == 'kernel':
-    return (shape[3], shape[2], shape[0], shape[1]) if len(shape) == 4 else tuple(reversed(shape))
+    return tuple(shape[i] for i in kernel_to_torch_axes(len(shape)))
   return tuple(shape)
 
 
