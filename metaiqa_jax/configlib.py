@@ -33,9 +33,13 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
-  """`check(value) -> bool` must hold; `requirement` completes "<key> = <value> must ..."."""
+  """`check(value) -> bool` must hold; `requirement` completes "<key> = <value> must ..." (a
+  callable when it depends on what is only known at check time, such as the device count)."""
   check: Callable[[Any], bool]
-  requirement: str
+  requirement: str | Callable[[], str]
+
+  def describe(self) -> str:
+    return self.requirement() if callable(self.requirement) else self.requirement
 
 
 def positive() -> Rule:
@@ -58,14 +62,16 @@ def one_of(*choices) -> Rule:
 def multiple_of_device_count(device_count: int | None = None) -> Rule:
   """`value % device_count == 0`: a task axis sharded evenly over all global devices.
 
-  `device_count` defaults to `jax.device_count()`, which queries the backend (call it after
-  `jax.distributed.initialize` on multi-host runs) but compiles nothing.
+  `device_count` defaults to `jax.device_count()` when the rule is checked, which starts the
+  backend (on multi-process runs `validate` must come after `jax.distributed.initialize`) but
+  compiles nothing. Building the rule touches no backend.
   """
-  if device_count is None:
+  def count() -> int:
+    if device_count is not None:
+      return device_count
     import jax  # pylint: disable=g-import-not-at-top  (only this default needs a backend)
-    device_count = jax.device_count()
-  return Rule(lambda v: v % device_count == 0,
-              f'be a multiple of the device count ({device_count})')
+    return jax.device_count()
+  return Rule(lambda v: v % count() == 0, lambda: f'be a multiple of the device count ({count()})')
 
 
 def _is_section(value) -> bool:
@@ -141,7 +147,7 @@ def validate(config, reference, rules: Mapping[str, Sequence[Rule]] = ()) -> Non
     value = _lookup(config, key)
     for rule in key_rules:
       if not rule.check(value):
-        problems[key + '#' + rule.requirement] = (
-            f"config key '{key}' = {value!r} must {rule.requirement}")
+        requirement = rule.describe()
+        problems[key + '#' + requirement] = f"config key '{key}' = {value!r} must {requirement}"
   if problems:
     raise ConfigError('invalid config:\n  ' + '\n  '.join(problems.values()))

@@ -569,13 +569,12 @@ def make_meta_step(apply_fn: ApplyFn, tx: optax.GradientTransformation, *, inner
     return new_state, jax.tree.map(lambda m: m.astype(jnp.float32), metrics)
 
   jitted = jax.jit(step, donate_argnums=(0,) if donate else ())
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
   def place(state, tasks, rng):
     parallel.check_task_count(_check_tasks(tasks), mesh)
     # Inputs placed as the outputs come back (no-op from the second step on), so the first and
     # later steps hit the same compiled program.
-    state, rng = jax.device_put((state, rng), replicated)
+    state, rng = parallel.replicate((state, rng), mesh)
     return state, parallel.put_tasks(tasks, mesh), rng
 
   def meta_step(state: MetaTrainState, tasks: Mapping[str, tuple], rng: jax.Array):

@@ -62,6 +62,36 @@ def put_tasks(tasks: Any, mesh: Mesh) -> Any:
                       tasks)
 
 
+def replicate(tree: Any, mesh: Mesh) -> Any:
+  """Places a pytree replicated on every device of `mesh` (every process passes equal values).
+
+  Leaves already replicated over `mesh` are returned as they are. On several processes a
+  `device_put` cannot reach other processes' devices: each process contributes its own copy
+  (`make_array_from_process_local_data`); PRNG key arrays travel as their key data.
+  """
+  sharding = NamedSharding(mesh, P())
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+
+  def one(leaf):
+    if isinstance(leaf, jax.Array) and leaf.sharding.is_equivalent_to(sharding, leaf.ndim):
+      return leaf
+    if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(one(jax.random.key_data(leaf)),
+                                      impl=jax.random.key_impl(leaf))
+    return jax.make_array_from_process_local_data(sharding, np.asarray(leaf))
+  return jax.tree.map(one, tree)
+
+
+def any_process(flag: bool) -> bool:
+  """True on every process when `flag` is True on any one (with several processes a collective
+  that all of them must call at the same point)."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(np.any(multihost_utils.process_allgather(np.asarray(bool(flag)))))
+
+
 def mean_over_task_shards(fn: Callable[[Any, Any], Any], mesh: Mesh) -> Callable[[Any, Any], Any]:
   """Runs `fn(replicated, per_task)` on each device's share of the tasks and averages.
 

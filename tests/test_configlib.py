@@ -111,7 +111,7 @@ def test_tasks_must_divide_over_devices():
   config.meta.tasks_per_batch = 8
   configlib.validate(config, get_config(), rules)
   default = configlib.multiple_of_device_count()
-  assert default.requirement == f'be a multiple of the device count ({jax.device_count()})'
+  assert default.describe() == f'be a multiple of the device count ({jax.device_count()})'
 
 
 def test_rule_for_a_key_the_reference_lacks_is_a_bug():

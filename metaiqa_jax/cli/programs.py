@@ -4,9 +4,10 @@
 Each takes `--config=configs/NAME.py` (an ml_collections `get_config()` file, default: the
 program's own, see `_runner`; override any key with `--config.KEY=VALUE`; unknown keys are
 refused by name), `--workdir=DIR` (everything the run writes; running again on the same DIR
-resumes) and `--distributed` (call
-`jax.distributed.initialize()` first: TPU pods, Slurm). The work is done by the function of the
-same name in `metaiqa_jax.train`, which tests call directly.
+resumes) and, for multi-process runs, `--distributed` (`jax.distributed.initialize()` with the
+cluster detected from the environment: TPU pods, Slurm) or `--coordinator_address`,
+`--num_processes` and `--process_id` (the cluster named: `launch/local_cluster.sh`). The work is
+done by the function of the same name in `metaiqa_jax.train`, which tests call directly.
 
 A run holds its workdir (`workdir_lock`: `workdir/run.lock` names the host, PID, start time and
 command) from before it compiles until it ends, however it ends; a second run on the same workdir
@@ -33,13 +34,26 @@ from ml_collections import config_flags
 from metaiqa_jax import checkpoints, configlib, storage, weights, workdir_lock
 from metaiqa_jax.cli import usage
 from metaiqa_jax.io import ImageReadError
-from metaiqa_jax.train.common import DatasetError, NonFiniteLossError, Preempted
+from metaiqa_jax.train.common import (DatasetError, DistributedInitError, NonFiniteLossError,
+                                      Preempted)
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and reports.')
 flags.DEFINE_bool('smoke', False, 'metaiqa-demo and metaiqa-transfer without --config: the '
                   'toy-size run of their default config (seconds; its numbers mean nothing).')
-_DISTRIBUTED = flags.DEFINE_bool('distributed', False,
-                                 'Call jax.distributed.initialize() (multi-host clusters).')
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', False, 'Multi-process run, the cluster detected from the environment '
+    '(jax.distributed.initialize(): Cloud TPU VMs, Slurm, ...).')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'Multi-process run on a cluster JAX does not detect: host:port '
+    'of process 0, with --num_processes and --process_id (see launch/local_cluster.sh).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes of the run.',
+                                      lower_bound=1)
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1.',
+                                   lower_bound=0)
+_DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
+    'distributed_timeout', 300, 'Seconds to wait for the coordinator and every process to join '
+    'a multi-process run before giving up with an error.', lower_bound=1)
+_CLUSTER_FLAGS = ('coordinator_address', 'num_processes', 'process_id')
 
 # Exit status after a graceful stop on SIGTERM (128 + 15, as if killed by it; schedulers requeue).
 PREEMPTED_EXIT_STATUS = 128 + signal.SIGTERM
@@ -50,7 +64,7 @@ STORAGE_ERROR_EXIT_STATUS = os.EX_IOERR
 # loss is one too: the data or the settings (learning rates) make training diverge.
 USER_ERRORS = (configlib.ConfigError, checkpoints.WorkdirError,
                checkpoints.CheckpointMismatchError, ImageReadError, FileNotFoundError,
-               DatasetError, NonFiniteLossError, weights.UnsafePickleError,
+               DatasetError, NonFiniteLossError, DistributedInitError, weights.UnsafePickleError,
                weights.TorchFileError, weights.WeightsFormatError)
 
 _COMMON_HELP = '''
@@ -90,12 +104,18 @@ def _stop_on_sigterm(signum, frame):
                   'last complete checkpoint')
 
 
-def _run_holding_workdir(program: Callable, config, workdir: str) -> None:
-  """Runs `program` holding the workdir lock, taken once the config is known to be valid."""
+def _run_holding_workdir(program: Callable, config, workdir: str, cluster: list,
+                         timeout_s: int) -> None:
+  """Runs `program` holding the workdir lock, taken once the config is known to be valid.
+
+  A multi-process run joins its processes first (`cluster`: coordinator address, process count,
+  process id, all None for a detected cluster): the config check counts global devices, and the
+  lock needs the process index.
+  """
   from metaiqa_jax.train import common, defaults  # pylint: disable=g-import-not-at-top
+  if config.distributed:
+    common.initialize_distributed(*cluster, timeout_s=timeout_s)
   defaults.validate(config)  # As the program does: a bad config creates no workdir.
-  if config.distributed:  # The lock needs the process index.
-    common.maybe_initialize_distributed(True)
   with workdir_lock.hold(workdir):
     program(config, workdir)
 
@@ -145,10 +165,19 @@ def _runner(name: str, program: Callable[[], Callable], config_module: str, desc
       handler.addFilter(_QuietDependencies())
     sys.unraisablehook = _quiet_closed_loops(sys.unraisablehook)
     config = flags.FLAGS.config
-    if _DISTRIBUTED.value:
+    cluster = [flags.FLAGS[name].value for name in _CLUSTER_FLAGS]
+    if any(value is not None for value in cluster):
+      if any(value is None for value in cluster):
+        raise app.UsageError('--coordinator_address, --num_processes and --process_id go '
+                             'together (or --distributed alone, for a detected cluster)')
+      if not _PROCESS_ID.value < _NUM_PROCESSES.value:
+        raise app.UsageError(f'--process_id {_PROCESS_ID.value} must be below --num_processes '
+                             f'{_NUM_PROCESSES.value}')
+    if _DISTRIBUTED.value or cluster[0] is not None:
       config.distributed = True
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    exit_on_errors(name, lambda: _run_holding_workdir(program(), config, _WORKDIR.value))
+    exit_on_errors(name, lambda: _run_holding_workdir(program(), config, _WORKDIR.value,
+                                                      cluster, _DISTRIBUTED_TIMEOUT.value))
 
   def entry():
     default = _module_file(config_module)
@@ -158,7 +187,8 @@ def _runner(name: str, program: Callable[[], Callable], config_module: str, desc
         'config', default, f'Experiment config file (configs/*.py); default: {config_module}.')
     usage.run(main, description=f'\n{name} --workdir=DIR [--config=CONFIG.py] [--config.KEY=VALUE ...]'
               f'{" [--smoke]" if smoke else ""}\n\n{description.strip()}\n{_COMMON_HELP}',
-              flag_names=['config', 'workdir', 'distributed'] + (['smoke'] if smoke else []))
+              flag_names=['config', 'workdir', 'distributed', *_CLUSTER_FLAGS,
+                          'distributed_timeout'] + (['smoke'] if smoke else []))
   return entry
 
 

@@ -8,7 +8,8 @@ result as an uninterrupted one.
 
 SIGTERM (what Slurm, Kubernetes and TPU/GCE preemption send first) is handled gracefully: the
 step in flight finishes, its state is checkpointed and flushed to disk, and `common.Preempted`
-is raised (the launch exits with status 143). SIGKILL cannot be caught; the run then resumes
+is raised (the launch exits with status 143). In a multi-process run the processes agree after
+every step whether any of them got the signal, so all stop after the same step. SIGKILL cannot be caught; the run then resumes
 from the last checkpoint that was complete on disk.
 
 The checkpointer and the logs are closed however the loop ends; a checkpoint or log line that
@@ -24,7 +25,7 @@ from typing import Any, Callable
 
 import ml_collections
 
-from metaiqa_jax import checkpoints, models
+from metaiqa_jax import checkpoints, models, parallel
 from metaiqa_jax.train import common, reporting
 
 
@@ -107,12 +108,14 @@ def run_steps(config: ml_collections.ConfigDict, workdir, *, model: models.MetaI
             val = validate(state)
             run_log.log(done, 'val', val)
             history.append({'step': done, **val})
-          if done % config.checkpoint_every == 0 or done == config.num_steps or sigterm:
+          # Every process stops after the same step, whichever of them got the signal.
+          stop = parallel.any_process(bool(sigterm))
+          if done % config.checkpoint_every == 0 or done == config.num_steps or stop:
             # Ranked only by a validation of this very step, so the kept "best" checkpoints do
             # not depend on where a run was resumed.
             ckpt.save(done, state, metrics={'val_srocc': val['srocc']} if evaluated else None,
                       extra_json={'seed': config.seed})
-          if sigterm:
+          if stop:
             ckpt.wait_until_finished()
             raise common.Preempted(
                 f'SIGTERM received: stopped after {name} {done}, saved as checkpoint step '

@@ -1,0 +1,147 @@
+"""Multi-process JAX (jax.distributed) end to end on this machine, through `launch/local_cluster.sh`.
+
+Meta-training as 2 processes x 1 CPU device must equal 1 process x 2 CPU devices
+(`--xla_force_host_platform_device_count=2`): the same mesh of 2 devices, the same tasks on each
+device (every process draws the whole meta-batch from (seed, step) and keeps its own slice), the
+same `pmean` of two per-device means. Only where the mean is reduced differs (gloo between
+processes vs within one), and (a + b) / 2 of two float32 numbers does not depend on that, so
+losses, validation metrics and final weights are compared exactly.
+
+To keep the suite short, one 2-process run covers both that and resuming: it is stopped by
+SIGTERM (sent to both processes, as a scheduler does) after its first logged step, relaunched,
+and must then end exactly as the uninterrupted 1-process run.
+"""
+
+import json
+import os
+import pathlib
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from metaiqa_jax import checkpoints
+from metaiqa_jax.train import reporting
+import test_programs
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+LAUNCH = ROOT / 'launch'
+_CONFIG_FILE = """
+import sys
+sys.path.insert(0, {tests!r})
+import test_programs
+
+def get_config():
+  config = test_programs.tiny_config()
+  config.meta.task_map = 'vmap'
+  config.meta.algorithm = 'fomaml'  # Compiles faster than second order; the same mesh and pmean.
+  return config
+"""
+
+
+def _config_file(directory) -> str:
+  path = directory / 'tiny_config.py'
+  path.write_text(_CONFIG_FILE.format(tests=os.path.dirname(test_programs.__file__)))
+  return str(path)
+
+
+def _env(devices: int) -> dict:
+  return dict(os.environ, PYTHON=sys.executable, JAX_PLATFORMS='cpu',
+              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+  """(1-process workdir, 2-process workdir, stderr of the interrupted 2-process launch).
+
+  The 1-process run goes uninterrupted, beside the first 2-process launch, which gets SIGTERM
+  once process 0 has logged step 1; the second 2-process launch resumes and finishes.
+  """
+  base = tmp_path_factory.mktemp('multiprocess')
+  config = _config_file(base)
+  one, two = base / 'one', base / 'two'
+  single = subprocess.Popen(
+      [sys.executable, str(LAUNCH / 'meta_train.py'), f'--config={config}', f'--workdir={one}'],
+      env=_env(2), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  command = ['bash', str(LAUNCH / 'local_cluster.sh'), '2', str(LAUNCH / 'meta_train.py'),
+             f'--config={config}', f'--workdir={two}']
+  started = time.time()
+  cluster = subprocess.Popen(command, env=_env(1), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+  while not _logged_a_step(two) and cluster.poll() is None:
+    assert time.time() < started + 600
+    time.sleep(0.02)
+  cluster.send_signal(signal.SIGTERM)  # The launcher passes it on to both processes.
+  _, interrupted = cluster.communicate(timeout=600)
+  assert cluster.returncode == 128 + signal.SIGTERM, interrupted[-3000:]
+  resumed = subprocess.run(command, env=_env(1), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True, timeout=600)
+  print(f'2 processes, stopped and resumed: {time.time() - started:.0f} s (the first launch '
+        'alongside the 1-process run)')
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  _, single_err = single.communicate(timeout=600)
+  assert single.returncode == 0, single_err[-3000:]
+  return one, two, interrupted
+
+
+def _logged_a_step(workdir) -> bool:
+  """Whether process 0 has logged the loss of step 1 (each line is flushed at once)."""
+  path = workdir / reporting.METRICS_FILENAME
+  return path.exists() and '"train"' in path.read_text()
+
+
+def _losses(workdir):
+  return [(e['step'], e['metrics']['loss']) for e in reporting.read_metrics(workdir, 'train')]
+
+
+def test_sigterm_stops_both_processes_after_the_same_step(runs):
+  _, _, interrupted = runs
+  saved = [int(s) for s in re.findall(r'stopped after meta-step (\d+), saved as', interrupted)]
+  assert len(saved) == 2 and saved[0] == saved[1] < 4, interrupted[-3000:]
+
+
+def test_two_processes_stopped_and_resumed_equal_one_process_with_two_devices(runs):
+  one, two, _ = runs
+  assert _losses(one) == _losses(two) and len(_losses(one)) == 4
+  report_one = json.loads((one / 'report.json').read_text())
+  report_two = json.loads((two / 'report.json').read_text())
+  assert report_one['final_val'] == report_two['final_val']
+  (_, a), (_, b) = (checkpoints.restore_variables(str(w / 'checkpoints' / '4'))
+                    for w in (one, two))
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_only_process_0_writes_logs_and_reports(runs):
+  _, two, _ = runs
+  lines = (two / 'metrics.jsonl').read_text().splitlines()
+  assert len(lines) == len(set(lines))  # One writer: no line twice.
+  assert not (two / 'run.lock').exists()
+
+
+def test_unreachable_coordinator_fails_with_one_line_in_bounded_time(tmp_path):
+  started = time.time()
+  result = subprocess.run(
+      [sys.executable, str(LAUNCH / 'meta_train.py'), f'--config={_config_file(tmp_path)}',
+       f'--workdir={tmp_path / "run"}', f'--coordinator_address=127.0.0.1:{_free_port()}',
+       '--num_processes=2', '--process_id=1', '--distributed_timeout=5'],
+      env=_env(1), capture_output=True, text=True, timeout=120)
+  seconds = time.time() - started
+  print(f'gave up after {seconds:.1f} s')
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert result.stderr.startswith('metaiqa-meta-train: error: could not join the multi-process '
+                                  'run (coordinator 127.0.0.1:')
+  assert 'process 1 of 2) within 5 s' in result.stderr
+  assert seconds < 60
+  assert not (tmp_path / 'run').exists()
