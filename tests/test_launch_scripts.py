@@ -1,4 +1,5 @@
-"""launch/tpu_vm.sh and launch/slurm_gpu.sbatch: syntax, and the command each one runs.
+"""launch/tpu_vm.sh, launch/slurm_gpu.sbatch and launch/local_cluster.sh: syntax, and the command
+each one runs.
 
 `gcloud` and `srun` are replaced by stubs on PATH that record their arguments, one per line.
 """
@@ -10,7 +11,7 @@ import subprocess
 import pytest
 
 LAUNCH = pathlib.Path(__file__).resolve().parent.parent / 'launch'
-SCRIPTS = ('tpu_vm.sh', 'slurm_gpu.sbatch')
+SCRIPTS = ('tpu_vm.sh', 'slurm_gpu.sbatch', 'local_cluster.sh')
 
 
 @pytest.mark.parametrize('script', SCRIPTS)
@@ -53,3 +54,28 @@ def test_slurm_runs_one_distributed_process_per_task(tmp_path):
                        env={'SLURM_SUBMIT_DIR': str(tmp_path)})
   assert args == ['--kill-on-bad-exit=1', 'python3', 'launch/meta_train.py', '--distributed',
                   '--config=configs/meta.py', '--workdir=/shared/run', '--config.seed=3']
+
+
+def test_local_cluster_starts_n_processes_with_their_ids_and_one_port(tmp_path):
+  program = tmp_path / 'program'
+  program.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "$(dirname "$0")/args.$$"\n')
+  program.chmod(0o755)
+  subprocess.run(['bash', str(LAUNCH / 'local_cluster.sh'), '3', str(program), '--workdir=w'],
+                 check=True, env={**os.environ, 'PORT': '4321'})
+  runs = sorted(tuple(f.read_text().splitlines()) for f in tmp_path.glob('args.*'))
+  assert runs == [('--workdir=w', '--coordinator_address=127.0.0.1:4321', '--num_processes=3',
+                   f'--process_id={i}') for i in range(3)]
+
+
+def test_local_cluster_exits_with_the_first_failure(tmp_path):
+  program = tmp_path / 'program'
+  program.write_text('#!/usr/bin/env bash\n[[ $3 == --process_id=1 ]] && exit 7\nexit 0\n')
+  program.chmod(0o755)
+  result = subprocess.run(['bash', str(LAUNCH / 'local_cluster.sh'), '2', str(program)])
+  assert result.returncode == 7
+
+
+def test_local_cluster_usage_error():
+  result = subprocess.run(['bash', str(LAUNCH / 'local_cluster.sh'), 'two', 'prog'],
+                          capture_output=True, text=True)
+  assert result.returncode == 2 and 'usage' in result.stderr
