@@ -12,7 +12,7 @@ import pytest
 
 from metaiqa_jax import checkpoints, configlib, scoring
 from metaiqa_jax.data import SyntheticBank
-from metaiqa_jax.train import defaults, evaluate, finetune, lodo, meta_train, reporting
+from metaiqa_jax.train import common, defaults, evaluate, finetune, lodo, meta_train, reporting
 
 TYPES = (1, 10, 16)  # Gaussian blur, JPEG, brighten.
 
@@ -155,3 +155,18 @@ def test_invalid_config_is_rejected_by_key_before_anything_runs(tmp_path, source
 
 # Resuming a run killed with SIGKILL (and stopped with SIGTERM) to the uninterrupted result is
 # tested in tests/faults/test_fault_preemption.py.
+
+
+@pytest.mark.parametrize('value, expected', [('', None), ('xla', 'xla'), ('auto', 'auto')])
+def test_model_conv_impl_key_reaches_the_model(value, expected):
+  config = tiny_config()
+  config.model.conv_impl = value
+  defaults.validate(config)
+  assert common.build_model(config.model).conv_impl == expected
+
+
+def test_model_conv_impl_key_is_checked():
+  config = tiny_config()
+  config.model.conv_impl = 'fft'
+  with pytest.raises(configlib.ConfigError, match="'model.conv_impl' = 'fft' must be one of"):
+    defaults.validate(config)

@@ -55,7 +55,7 @@ def build_model(model_config: ml_collections.ConfigDict) -> models.MetaIQA:
   """The MetaIQA module a config's `model` section describes."""
   return models.create_model(model_config.arch, model_config.width, model_config.num_classes,
                              tuple(model_config.head_features), model_config.dropout_rate,
-                             DTYPES[model_config.dtype])
+                             DTYPES[model_config.dtype], model_config.conv_impl or None)
 
 
 def input_spec(data_config: ml_collections.ConfigDict) -> preprocess.InputSpec:

@@ -26,6 +26,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.head_features = (1024, 512)
   c.model.dropout_rate = 0.5
   c.model.dtype = 'float32'             # compute dtype: 'float32' | 'bfloat16'.
+  c.model.conv_impl = ''                # how convolutions run: '' = the backend's default,
+                                        # 'xla' | 'matmul' | 'auto' (`models.resnet.Conv`).
   c.model.init = ''                     # '' = random; a .pt/.pth file or a checkpoint dir.
 
   c.data = ml_collections.ConfigDict()
@@ -130,6 +132,7 @@ RULES = {
     'model.num_classes': [configlib.at_least(1)],
     'model.dropout_rate': [configlib.in_range(0.0, 0.99)],
     'model.dtype': [configlib.one_of('float32', 'bfloat16')],
+    'model.conv_impl': [configlib.one_of('', 'xla', 'matmul', 'auto')],
     'data.image_size': [configlib.at_least(16)],
     'data.resize_to': [configlib.at_least(0)],
     'data.eval_grid': [configlib.at_least(0)],

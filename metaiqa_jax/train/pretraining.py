@@ -32,7 +32,9 @@ def pretraining_config(smoke: bool = False) -> ml_collections.ConfigDict:
   """Settings of the synthetic pretraining shared by the demo and the transfer experiment.
 
   Chosen by measurement on the 2-core CPU (the sweep is in configs/demo.py): native-scale
-  fragments of the bank distorted at 512 px, a narrow ResNet-18 and many cheap steps.
+  fragments of the bank distorted at 512 px, a narrow ResNet-18 and many cheap steps. The
+  demo (`demo.demo_config`) trades these 64 px inputs for 32 px ones and more steps to fit its
+  10 minutes; the transfer experiment keeps them (its README table was measured with them).
   `smoke=True`: toy size for tests (meaningless numbers).
   """
   c = defaults.base_config()
