@@ -9,6 +9,9 @@ cluster detected from the environment: TPU pods, Slurm) or `--coordinator_addres
 `--num_processes` and `--process_id` (the cluster named: `launch/local_cluster.sh`). The work is
 done by the function of the same name in `metaiqa_jax.train`, which tests call directly.
 
+Compiled XLA programs are kept on disk (`compile_cache`; `--compilation_cache=DIR|off`, default
+`~/.cache/metaiqa_jax/xla`), so running a program again skips most of its compilation.
+
 A run holds its workdir (`workdir_lock`: `workdir/run.lock` names the host, PID, start time and
 command) from before it compiles until it ends, however it ends; a second run on the same workdir
 stops at once, naming the holder. A lock whose process is gone is taken over with a warning.
@@ -31,7 +34,8 @@ from typing import Callable
 from absl import app, flags
 from ml_collections import config_flags
 
-from metaiqa_jax import checkpoints, configlib, storage, weights, workdir_lock
+from metaiqa_jax import (checkpoints, compile_cache, configlib, storage, weights,
+                         workdir_lock)
 from metaiqa_jax.cli import usage
 from metaiqa_jax.io import ImageReadError
 from metaiqa_jax.train.common import (DatasetError, DistributedInitError, NonFiniteLossError,
@@ -54,6 +58,10 @@ _DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
     'distributed_timeout', 300, 'Seconds to wait for the coordinator and every process to join '
     'a multi-process run before giving up with an error.', lower_bound=1)
 _CLUSTER_FLAGS = ('coordinator_address', 'num_processes', 'process_id')
+_COMPILATION_CACHE = flags.DEFINE_string(
+    'compilation_cache', None, 'Folder of the persistent XLA compilation cache, so a second run '
+    'starts without recompiling; "off" turns it off. Default: $JAX_COMPILATION_CACHE_DIR, else '
+    '~/.cache/metaiqa_jax/xla (under $XDG_CACHE_HOME when set).')
 
 # Exit status after a graceful stop on SIGTERM (128 + 15, as if killed by it; schedulers requeue).
 PREEMPTED_EXIT_STATUS = 128 + signal.SIGTERM
@@ -175,6 +183,8 @@ def _runner(name: str, program: Callable[[], Callable], config_module: str, desc
                              f'{_NUM_PROCESSES.value}')
     if _DISTRIBUTED.value or cluster[0] is not None:
       config.distributed = True
+    compile_cache.enable(compile_cache.default_dir() if _COMPILATION_CACHE.value is None
+                         else _COMPILATION_CACHE.value)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     exit_on_errors(name, lambda: _run_holding_workdir(program(), config, _WORKDIR.value,
                                                       cluster, _DISTRIBUTED_TIMEOUT.value))
@@ -188,7 +198,8 @@ def _runner(name: str, program: Callable[[], Callable], config_module: str, desc
     usage.run(main, description=f'\n{name} --workdir=DIR [--config=CONFIG.py] [--config.KEY=VALUE ...]'
               f'{" [--smoke]" if smoke else ""}\n\n{description.strip()}\n{_COMMON_HELP}',
               flag_names=['config', 'workdir', 'distributed', *_CLUSTER_FLAGS,
-                          'distributed_timeout'] + (['smoke'] if smoke else []))
+                          'distributed_timeout', 'compilation_cache'] +
+              (['smoke'] if smoke else []))
   return entry
 
 
