@@ -5,7 +5,7 @@ Command:
     --config.data.roots='("/data/tid2013", "/data/kadid10k")' \
     --config.model.init=/weights/resnet18-f37072fd.pth
 
-What the released code ran (DESIGN.md section 1): per task, Adam steps on the support batch with
+What the authors' released training code ran: per task, Adam steps on the support batch with
 learning rates 1e-4 (backbone) / 1e-2 (head), then a first-order update of the shared weights.
 Here: `algorithm='reptile'`, `inner_optimizer='adam'` with a fresh Adam state per task (the
 released code leaked it across tasks), one meta-update per meta-batch of tasks (it counted one

@@ -32,18 +32,12 @@ Meta-SGD (Li et al. 2017), whose per-element learning rates are meta-learned wit
 (`init_meta_state(..., meta_sgd=True)`).
 
 Task mapping (`task_map`): after the inner loop every task has its own weights, so `vmap` over
-tasks turns every convolution into a grouped one, which XLA's CPU backend runs very slowly
-(DESIGN.md: a 224 px ResNet-18 second-order step with 2 vmapped tasks did not finish in 19 min;
-unrolled it took 26 s). `'map'` runs the tasks one after another in one XLA loop (`lax.scan`
-with a running sum, so only one task's activations are alive), `'unroll'` writes them out one
-after another in the program. All three compute the same mean. Defaults (`default_task_map`):
-'vmap' on GPU/TPU; 'unroll' on CPU, measured with `bench/meta_step.py` on this project's 2-core
-machine (JAX 0.10.2, XLA CPU, shared with other jobs, so noisy), seconds per step:
-* ResNet-18 width 0.125, 32 px, 4 tasks of 8 + 8, K = 1, second order: vmap 0.555, map 0.217,
-  unroll 0.222 (first step 55.8 / 29.2 / 63.2 s: 'map' compiles fastest);
-* ResNet-18 width 1, 64 px, 2 tasks of 8 + 8, K = 1, second order: map 14.2, unroll 11.1;
-* width 1, 224 px, same: map 400 s (first step 417 s); unrolled, DESIGN.md measured 26 s.
-'map' is the choice when compile time or memory matter more than step time.
+tasks turns every convolution into a grouped one, which XLA's CPU backend runs very slowly.
+`'map'` runs the tasks one after another in one XLA loop (`lax.scan` with a running sum, so only
+one task's activations are alive), `'unroll'` writes them out one after another in the program.
+All three compute the same mean. Defaults (`default_task_map`): 'unroll' on CPU (fastest steps
+at full width; BENCHMARKS.md, "Task mapping"), 'vmap' on GPU/TPU. 'map' is the choice when
+compile time or memory matter more than step time.
 """
 
 from typing import Any, Callable, Mapping

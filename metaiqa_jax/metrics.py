@@ -55,6 +55,16 @@ def plcc(pred, mos) -> float:
   return float(stats.pearsonr(pred, mos).statistic)
 
 
+def correlations(pred, mos) -> dict:
+  """`{'srocc', 'plcc'}` of `pred` against `mos`. Predictions that cannot be correlated (constant,
+  as a collapsed model gives, or fewer than `MIN_PAIRS` finite pairs) are a result, not a crash:
+  both are NaN and `'error'` says why."""
+  try:
+    return {'srocc': srocc(pred, mos), 'plcc': plcc(pred, mos)}
+  except ValueError as e:
+    return {'srocc': float('nan'), 'plcc': float('nan'), 'error': str(e)}
+
+
 def krcc(pred, mos) -> float:
   """Kendall rank correlation coefficient (tau-b), in [-1, 1]."""
   pred, mos, _ = _valid_pairs(pred, mos)

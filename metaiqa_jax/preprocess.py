@@ -21,7 +21,7 @@ from typing import Sequence, Union
 import numpy as np
 from PIL import Image
 
-from metaiqa_jax.io import read_image
+from metaiqa_jax.images import read_image
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -173,7 +173,7 @@ def eval_crops(image: np.ndarray, n_crops: int, resize_to: int = 256,
 
 
 def load_image(image_or_path: ImageOrPath, max_side: int = READ_MAX_SIDE) -> np.ndarray:
-  """An array as is, or a file decoded to uint8 `(H, W, 3)` by `metaiqa_jax.io.read_image`.
+  """An array as is, or a file decoded to uint8 `(H, W, 3)` by `metaiqa_jax.images.read_image`.
 
   Files whose longer side exceeds `max_side` are shrunk while decoding (JPEG DCT scaling, then
   an antialiased bilinear thumbnail), so huge photos never need a full-resolution copy; the

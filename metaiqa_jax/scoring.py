@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import tqdm
 
-from metaiqa_jax.io import ImageReadError
+from metaiqa_jax.images import ImageReadError
 from metaiqa_jax.models.metaiqa import (MetaIQA, ModelConfig, create_model, infer_model_config,
                                         model_config)
 from metaiqa_jax.preprocess import (READ_MAX_SIDE, InputSpec, eval_crops, eval_transform,

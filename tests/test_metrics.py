@@ -23,6 +23,15 @@ def test_correlations_match_scipy(scores):
   assert metrics.rmse(pred, mos) == pytest.approx(np.sqrt(np.mean((pred - mos) ** 2)), abs=1e-12)
 
 
+def test_correlations_or_nan_for_a_collapsed_model(scores):
+  pred, mos = scores
+  assert metrics.correlations(pred, mos) == {'srocc': metrics.srocc(pred, mos),
+                                             'plcc': metrics.plcc(pred, mos)}
+  collapsed = metrics.correlations(np.full_like(mos, 0.5), mos)
+  assert np.isnan(collapsed['srocc']) and np.isnan(collapsed['plcc'])
+  assert 'constant predictions' in collapsed['error']
+
+
 def test_nonfinite_pairs_are_dropped_and_counted(scores):
   pred, mos = scores
   pred_bad, mos_bad = pred.copy(), mos.copy()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from metaiqa_jax.io import ImageReadError
+from metaiqa_jax.images import ImageReadError
 from metaiqa_jax.preprocess import (IMAGENET_MEAN, IMAGENET_STD, InputSpec, eval_crops,
                                     eval_transform, load_image, normalize, prepare_images, resize,
                                     train_transform)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from metaiqa_jax.io import ImageReadError
+from metaiqa_jax.images import ImageReadError
 from metaiqa_jax.models import create_model, infer_model_config
 from metaiqa_jax.preprocess import InputSpec, eval_crops, prepare_images
 from metaiqa_jax.scoring import score

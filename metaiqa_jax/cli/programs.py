@@ -37,7 +37,7 @@ from ml_collections import config_flags
 from metaiqa_jax import (checkpoints, compile_cache, configlib, storage, weights,
                          workdir_lock)
 from metaiqa_jax.cli import usage
-from metaiqa_jax.io import ImageReadError
+from metaiqa_jax.images import ImageReadError
 from metaiqa_jax.train.common import (DatasetError, DistributedInitError, NonFiniteLossError,
                                       Preempted)
 

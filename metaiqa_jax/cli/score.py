@@ -2,7 +2,7 @@
 
   metaiqa-score --weights FILE_OR_CHECKPOINT_DIR [--output scores.csv] PATH...
 
-PATH may be an image file, a directory (searched recursively for `metaiqa_jax.io.IMAGE_EXTENSIONS`)
+PATH may be an image file, a directory (searched recursively for `metaiqa_jax.images.IMAGE_EXTENSIONS`)
 or a glob (`'photos/**/*.jpg'`). The CSV has a header and one `path,score` row per readable image,
 score in (0, 1), higher is better. Unreadable files and paths that match nothing are named on
 stderr and skipped; the exit status is then 1 (2 for a usage or weights error).
@@ -25,7 +25,7 @@ from absl import app, flags
 import jax
 
 from metaiqa_jax.cli import usage
-from metaiqa_jax.io import IMAGE_EXTENSIONS, ImageReadError
+from metaiqa_jax.images import IMAGE_EXTENSIONS, ImageReadError
 from metaiqa_jax.models import create_model, infer_model_config, init_variables
 from metaiqa_jax.preprocess import READ_MAX_SIDE
 from metaiqa_jax.scoring import score

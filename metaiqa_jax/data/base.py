@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from metaiqa_jax.io import ImageReadError, read_image
+from metaiqa_jax.images import ImageReadError, read_image
 
 METADATA_KEYS = ('mos', 'mos_norm', 'dist_type', 'dist_level', 'ref_id', 'name')
 _SHOW_MISSING = 5

@@ -21,7 +21,7 @@ from metaiqa_jax.data.distortions import LEVEL_PARAMS, distort
 from metaiqa_jax.data.labels import KADID_TYPES, NUM_LEVELS, kadid_label
 from metaiqa_jax.data.pristine import bundled_photo_paths
 from metaiqa_jax.data.synthetic import DEFAULT_MAX_SIDE
-from metaiqa_jax.io import read_image
+from metaiqa_jax.images import read_image
 
 _LABEL_WIDTH = 190
 _CAPTION = 16

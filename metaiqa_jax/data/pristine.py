@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image
 
-from metaiqa_jax.io import IMAGE_EXTENSIONS, read_image
+from metaiqa_jax.images import IMAGE_EXTENSIONS, read_image
 
 # (package holding the files, sub-folder, file names)
 _BUNDLED = (

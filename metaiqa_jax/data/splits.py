@@ -34,6 +34,15 @@ def lodo_split(types: Iterable[int],
   return train, tuple(held)
 
 
+def reference_groups(ref_id) -> np.ndarray:
+  """One group id per record: its `ref_id` where known (>= 0); a record of unknown reference
+  (-1, authentic images) is its own group, `-2 - index`. int64, the shape of `ref_id`."""
+  groups = np.asarray(ref_id, np.int64).copy()
+  unknown = groups < 0
+  groups[unknown] = -2 - np.flatnonzero(unknown)
+  return groups
+
+
 def _ref_ids(metadata_or_source) -> np.ndarray:
   meta = (metadata_or_source if isinstance(metadata_or_source, dict)
           else metadata_or_source.metadata())
@@ -56,10 +65,7 @@ def make_splits(metadata_or_source, n_splits: int = 10, *, test_fraction: float 
   if not 0 < test_fraction < 1 or not 0 <= val_fraction < 1 or test_fraction + val_fraction >= 1:
     raise ValueError(f'need 0 < test_fraction, 0 <= val_fraction and their sum < 1; got '
                      f'{test_fraction}, {val_fraction}')
-  ref_id = _ref_ids(metadata_or_source)
-  unknown = ref_id < 0
-  groups = ref_id.copy()
-  groups[unknown] = -2 - np.flatnonzero(unknown)
+  groups = reference_groups(_ref_ids(metadata_or_source))
   unique, inverse = np.unique(groups, return_inverse=True)
   n = len(unique)
   n_test = max(1, round(n * test_fraction))

@@ -13,14 +13,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from metaiqa_jax import preprocess
-
-
-def _reference_groups(ref_id: np.ndarray) -> np.ndarray:
-  """ref_id with unknown references (-1) replaced by a unique negative id per image."""
-  unknown = ref_id < 0
-  out = ref_id.copy()
-  out[unknown] = -2 - np.flatnonzero(unknown)
-  return out
+from metaiqa_jax.data import splits
 
 
 class TaskSampler:
@@ -54,7 +47,7 @@ class TaskSampler:
     meta = source.metadata()
     dist_type = np.asarray(meta['dist_type'])
     self._mos_norm = np.asarray(meta['mos_norm'], np.float32)
-    groups = _reference_groups(np.asarray(meta['ref_id']))
+    groups = splits.reference_groups(meta['ref_id'])
     available = sorted(int(t) for t in np.unique(dist_type[dist_type >= 0]))
     if types is None:
       types = available

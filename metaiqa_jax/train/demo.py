@@ -128,12 +128,7 @@ def evaluate_method(name, adapt_predict, inner_lr, variables, bank, test_photos,
                              jax.random.key(seed)))
         row = {'method': name, 'held_out_type': int(t), 'type_name': KADID_TYPES[t - 1],
                'k': int(k), 'seed': seed}
-        try:
-          row |= {'srocc': metrics.srocc(pred, labels[query]),
-                  'plcc': metrics.plcc(pred, labels[query])}
-        except ValueError as e:  # Constant predictions: a result, reported as NaN.
-          row |= {'srocc': float('nan'), 'plcc': float('nan'), 'error': str(e)}
-        rows.append(row)
+        rows.append(row | metrics.correlations(pred, labels[query]))
   return rows
 
 

@@ -18,6 +18,7 @@ import ml_collections
 import numpy as np
 
 from metaiqa_jax import checkpoints, metrics, models, preprocess
+from metaiqa_jax.data import splits
 from metaiqa_jax.train import common, defaults, evaluation, meta_train, reporting
 
 
@@ -29,8 +30,7 @@ def draw_support_query(metadata, dist_type: int, *, shots: int, test_size: int,
   idx = np.flatnonzero(metadata['dist_type'] == dist_type)
   if idx.size == 0:
     raise ValueError(f'distortion type {dist_type} has no images')
-  refs = np.asarray(metadata['ref_id'])[idx]
-  groups = np.where(refs >= 0, refs, -2 - idx)
+  groups = splits.reference_groups(metadata['ref_id'])[idx]
   unique = np.unique(groups)
   if unique.size < 2:
     raise ValueError(f'type {dist_type}: need images of at least 2 reference contents')
@@ -80,11 +80,7 @@ def held_out_rows(adapt_predict: Mapping[int, Callable], inner_lr: Any, variable
                                            query_x, jax.random.key(repeat)))
         row = {'held_out_type': int(dist_type), 'k': int(k), 'steps': int(s),
                'repeat': repeat, **(extra or {})}
-        try:
-          row |= {'srocc': metrics.srocc(pred, query_y), 'plcc': metrics.plcc(pred, query_y)}
-        except ValueError as e:
-          row |= {'srocc': float('nan'), 'plcc': float('nan'), 'error': str(e)}
-        rows.append(row)
+        rows.append(row | metrics.correlations(pred, query_y))
   return rows
 
 

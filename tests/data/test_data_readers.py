@@ -8,7 +8,7 @@ import pytest
 
 from metaiqa_jax.data import (CSVDataset, KADID10k, KonIQ10k, LIVEChallenge, TID2013,
                               make_source)
-from metaiqa_jax.io import read_image
+from metaiqa_jax.images import read_image
 import data_layouts
 
 

@@ -6,7 +6,8 @@ import pytest
 from metaiqa_jax.data import SyntheticBank, distort
 from metaiqa_jax.preprocess import InputSpec
 from metaiqa_jax.data.pipeline import make_eval_loader, make_loader
-from metaiqa_jax.data.splits import lodo_split, load_splits, make_splits, save_splits
+from metaiqa_jax.data.splits import (load_splits, lodo_split, make_splits, reference_groups,
+                                     save_splits)
 from metaiqa_jax.data.tasks import TaskSampler
 
 import data_layouts
@@ -120,6 +121,12 @@ def test_lodo_split():
   assert lodo_split([5, 1, 2], [2, 5]) == ((1,), (2, 5))
   with pytest.raises(ValueError, match='not among'):
     lodo_split([1, 2], 7)
+
+
+def test_reference_groups_keep_known_references_and_isolate_unknown_ones():
+  groups = reference_groups(np.array([3, -1, 3, 0, -1]))
+  np.testing.assert_array_equal(groups, [3, -3, 3, 0, -6])
+  assert groups.dtype == np.int64
 
 
 def test_make_splits_by_reference(bank, tmp_path):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from metaiqa_jax.io import ImageReadError, read_image
+from metaiqa_jax.images import ImageReadError, read_image
 from metaiqa_jax.preprocess import READ_MAX_SIDE
 from metaiqa_jax.scoring import score
 from metaiqa_jax.weights import load_torch_weights

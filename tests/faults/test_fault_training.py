@@ -17,7 +17,7 @@ from PIL import Image
 from metaiqa_jax import checkpoints
 from metaiqa_jax.data import CSVDataset
 from metaiqa_jax.data.base import UnreadableImagesError
-from metaiqa_jax.io import ImageReadError
+from metaiqa_jax.images import ImageReadError
 from metaiqa_jax.train import common, meta_train, reporting
 import test_programs
 

@@ -1,7 +1,7 @@
 """A prepared TFDS dataset as a package source (for `TaskSampler`, `make_loader`, splits).
 
 Reads with `tfds.data_source` (random access into the ArrayRecord files, no TensorFlow) and
-decodes the stored image bytes with Pillow, exactly as `metaiqa_jax.io.read_image` decodes files
+decodes the stored image bytes with Pillow, exactly as `metaiqa_jax.images.read_image` decodes files
 (EXIF orientation applied; grayscale, palette, alpha and 16-bit images converted to 8-bit RGB).
 Labels come back as stored: float32 precision (returned as Python floats / float64 arrays).
 """
@@ -12,7 +12,7 @@ from typing import Dict, Optional
 import numpy as np
 import tensorflow_datasets as tfds
 
-from metaiqa_jax import io as image_io
+from metaiqa_jax import images as image_io
 from metaiqa_jax.data.base import METADATA_KEYS, normalize_index
 import metaiqa_jax.data.tfds.builders  # pylint: disable=unused-import  (registers the builders)
 
