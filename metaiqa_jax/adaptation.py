@@ -13,7 +13,7 @@ import numpy as np
 import optax
 
 from metaiqa_jax import meta
-from metaiqa_jax.models.metaiqa import MetaIQA, create_model, infer_model_config, make_apply_fn
+from metaiqa_jax.models.metaiqa import MetaIQA, infer_model_config, make_apply_fn
 from metaiqa_jax.preprocess import prepare_images
 
 
@@ -75,8 +75,7 @@ def adapt(variables: Mapping[str, Any], support_images: Sequence[Any], support_m
     raise ValueError(f'batch_size must be in [2, {count}] (the support size), got {batch_size}')
   if model is None:
     config = infer_model_config(variables)
-    model = create_model(config.arch, config.width, config.num_classes, config.head_features,
-                         config.dropout_rate)
+    model = config.create()
   apply_fn = make_apply_fn(model)
   params, batch_stats = variables['params'], variables['batch_stats']
   mask = meta.adapt_mask(params, adapt)

@@ -57,7 +57,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from metaiqa_jax import storage
-from metaiqa_jax.models import ModelConfig, create_model, init_variables
+from metaiqa_jax.models import ModelConfig, init_variables
 from metaiqa_jax.preprocess import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 
 PyTree = Any
@@ -436,7 +436,7 @@ def _restore_step_variables(step_dir: epath.Path, step: Optional[int],
       raise ValueError(f'checkpoint {step_dir} stores no model_config; pass model_config=')
     model_config = ModelConfig(**{**stored_config,
                                   'head_features': tuple(stored_config['head_features'])})
-  model = create_model(**model_config.to_dict())
+  model = model_config.create()
   abstract = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), image_size=32))
   stored = {path: shape
             for path, shape in _shapes_by_path(_stored_tree_metadata(step_dir / 'state')).items()

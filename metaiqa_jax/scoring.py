@@ -9,7 +9,7 @@ import numpy as np
 import tqdm
 
 from metaiqa_jax.images import ImageReadError
-from metaiqa_jax.models.metaiqa import (MetaIQA, ModelConfig, create_model, infer_model_config,
+from metaiqa_jax.models.metaiqa import (MetaIQA, ModelConfig, infer_model_config,
                                         model_config)
 from metaiqa_jax.preprocess import (READ_MAX_SIDE, InputSpec, eval_crops, eval_transform,
                                    load_image)
@@ -29,8 +29,7 @@ SCORING_CONV_IMPL = 'auto'
 @functools.lru_cache(maxsize=8)
 def _predict_fn(config: ModelConfig, dtype: Any, conv_impl: Optional[str]) -> Callable:
   """`predict(variables, x (B, H, W, 3)) -> (B,)`, jitted once per model and input shape."""
-  model = create_model(config.arch, config.width, config.num_classes, config.head_features,
-                       config.dropout_rate, dtype, conv_impl)
+  model = config.create(dtype, conv_impl)
   return jax.jit(lambda variables, x: model.apply(variables, x, train=False))
 
 

@@ -85,6 +85,12 @@ class ModelConfig:
   def to_dict(self) -> dict:
     return dataclasses.asdict(self) | {'head_features': list(self.head_features)}
 
+  def create(self, dtype: Any = jnp.float32, conv_impl: str | None = None) -> 'MetaIQA':
+    """The module these settings describe (`create_model`); `dtype` and `conv_impl` are how it
+    runs, not part of its shapes."""
+    return create_model(self.arch, self.width, self.num_classes, self.head_features,
+                        self.dropout_rate, dtype, conv_impl)
+
 
 def create_model(arch: str = 'resnet18', width: float = 1.0, num_classes: int = 1000,
                  head_features: Sequence[int] = (1024, 512), dropout_rate: float = 0.5,

@@ -30,8 +30,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, source=None) ->
   inputs = common.input_spec(config.data)
   if os.path.isdir(config.model.init):
     model_config, variables = checkpoints.restore_variables(config.model.init)
-    model = models.create_model(**model_config.to_dict(), dtype=common.DTYPES[config.model.dtype],
-                                conv_impl=config.model.conv_impl or None)
+    model = model_config.create(common.DTYPES[config.model.dtype], config.model.conv_impl or None)
     inputs = checkpoints.stored_inputs(config.model.init) or inputs
   else:
     model = common.build_model(config.model)

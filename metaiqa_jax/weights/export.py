@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metaiqa_jax.models.metaiqa import ModelConfig, create_model, infer_model_config
+from metaiqa_jax.models.metaiqa import ModelConfig, infer_model_config
 from metaiqa_jax.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from metaiqa_jax.weights.mapping import (DOWNSAMPLE_NAMES, PYIQA_BUFFERS, TORCH_LEAF_NAMES,
                                          kernel_to_torch_axes)
@@ -71,8 +71,7 @@ def _model_modules(config: ModelConfig) -> dict[tuple[str, ...], list]:
   fc; fc1, bn1, relu1, ...); a module's params come before its batch_stats. `jax.eval_shape`
   returns dicts with sorted keys, so the order is read while tracing.
   """
-  module = create_model(config.arch, config.width, config.num_classes, config.head_features,
-                        config.dropout_rate)
+  module = config.create()
   modules = {}
 
   def init(x):

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metaiqa_jax.models.metaiqa import MetaIQA, MetaIQAHead, ModelConfig, create_model, model_config
+from metaiqa_jax.models.metaiqa import MetaIQA, MetaIQAHead, ModelConfig, model_config
 from metaiqa_jax.weights.torch_pickle import PickledObject, read_torch_file
 
 logger = logging.getLogger(__name__)
@@ -267,8 +267,7 @@ def load_torch_weights(path, arch: Optional[str] = None,
     config = model_config(model) if isinstance(model, MetaIQA) else model
     if arch is not None and arch != config.arch:
       raise ValueError(f'arch {arch!r} contradicts the model\'s {config.arch!r}')
-  module = create_model(config.arch, config.width, config.num_classes, config.head_features,
-                        config.dropout_rate)
+  module = config.create()
   dummy = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
   shapes = jax.eval_shape(lambda x: module.init(jax.random.PRNGKey(0), x, train=False), dummy)
 
