@@ -8,7 +8,7 @@ import pytest
 
 from metaiqa_jax import configlib, storage
 from metaiqa_jax.cli import programs
-from metaiqa_jax.train import common, finetune
+from metaiqa_jax.train import common, setup
 import test_programs
 
 # name -> (entry point, words its --help must show besides the shared flags).
@@ -109,7 +109,7 @@ def test_malformed_label_table_is_a_dataset_error_naming_key_and_line(tmp_path):
   config.finetune.root = str(tmp_path)
   with pytest.raises(common.DatasetError,
                      match=r"config\.finetune\.source 'cid2013' .*cid2013\.csv:2"):
-    finetune.build_source(config.finetune)
+    setup.finetune_source(config.finetune)
 
 
 def test_csv_source_takes_its_label_table_from_the_config(tmp_path):
@@ -119,9 +119,9 @@ def test_csv_source_takes_its_label_table_from_the_config(tmp_path):
   config = test_programs.tiny_config()
   config.finetune.source, config.finetune.root = 'csv', str(tmp_path)
   with pytest.raises(configlib.ConfigError, match=r'needs config\.finetune\.csv_path'):
-    finetune.build_source(config.finetune)
+    setup.finetune_source(config.finetune)
   config.finetune.csv_path = str(tmp_path / 'mine.csv')
-  assert finetune.build_source(config.finetune).metadata()['mos'].tolist() == [3.5, 4.0]
+  assert setup.finetune_source(config.finetune).metadata()['mos'].tolist() == [3.5, 4.0]
 
 
 def test_split_file_that_does_not_fit_the_source_is_a_config_error(tmp_path):
@@ -131,4 +131,4 @@ def test_split_file_that_does_not_fit_the_source_is_a_config_error(tmp_path):
   config.finetune.split_file = str(splits_file)
   with pytest.raises(configlib.ConfigError, match=r'split 0 refers to record 9, but '
                                                   r"finetune.source 'livec' has 4"):
-    finetune.load_or_make_splits(config.finetune, list(range(4)), tmp_path, seed=0)
+    setup.load_or_make_splits(config.finetune, list(range(4)), tmp_path, seed=0)

@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 
 from metaiqa_jax import checkpoints, configlib, metrics, models
-from metaiqa_jax.train import common, defaults, evaluation, finetune, reporting, supervised
+from metaiqa_jax.train import common, defaults, evaluation, reporting, setup, supervised
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, *, source=None) -> dict:
@@ -37,9 +37,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, source=None) ->
     variables = common.initial_variables(model, config.model.init, jax.random.key(0),
                                          config.data.image_size)
   predict = supervised.make_predict(models.make_apply_fn(model))
-  source = finetune.build_source(config.finetune) if source is None else source
+  source = setup.finetune_source(config.finetune) if source is None else source
   if config.finetune.split_file:
-    all_splits = finetune.stated_splits(config.finetune, source, config.finetune.split_file)
+    all_splits = setup.stated_splits(config.finetune, source, config.finetune.split_file)
     if all_splits is None:
       raise configlib.ConfigError(f'config.finetune.split_file: no file '
                                   f'{config.finetune.split_file!r}')

@@ -19,7 +19,7 @@ import numpy as np
 
 from metaiqa_jax import checkpoints, metrics, models, preprocess
 from metaiqa_jax.data import splits
-from metaiqa_jax.train import common, defaults, evaluation, meta_train, reporting
+from metaiqa_jax.train import common, defaults, evaluation, meta_train, reporting, setup
 
 
 def draw_support_query(metadata, dist_type: int, *, shots: int, test_size: int,
@@ -97,9 +97,9 @@ def lodo(config: ml_collections.ConfigDict, workdir: str, *, source=None) -> dic
   """Runs LODO for the configured held-out types; returns the report written to report.json."""
   defaults.validate(config)
   workdir = checkpoints.ensure_writable(workdir)
-  source = meta_train.build_source(config.data) if source is None else source
+  source = setup.meta_source(config.data) if source is None else source
   metadata = source.metadata()
-  types = config.lodo.held_out or meta_train.task_types(metadata, ())
+  types = config.lodo.held_out or setup.task_types(metadata, ())
   model = common.build_model(config.model)
   apply_fn = models.make_apply_fn(model)
   adapt_steps = sorted(set(config.lodo.adapt_steps) - {0})

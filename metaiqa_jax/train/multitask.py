@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 
 from metaiqa_jax import checkpoints, meta, models
-from metaiqa_jax.train import common, defaults, loop, meta_train, reporting, supervised
+from metaiqa_jax.train import common, defaults, loop, reporting, setup, supervised
 
 
 def pooled_batch(tasks) -> tuple[np.ndarray, np.ndarray]:
@@ -32,10 +32,10 @@ def multitask_train(config: ml_collections.ConfigDict, workdir: str, *, source=N
   workdir = checkpoints.ensure_writable(workdir)
   model = common.build_model(config.model)
   apply_fn = models.make_apply_fn(model)
-  source = meta_train.build_source(config.data) if source is None else source
-  train_sampler, val_sampler = meta_train.make_samplers(config, source)
+  source = setup.meta_source(config.data) if source is None else source
+  train_sampler, val_sampler = setup.make_samplers(config, source)
   tx = meta.make_outer_optimizer(lr=config.optim.lr, head_lr=config.optim.head_lr,
-                                 schedule=meta_train.outer_schedule(config.optim))
+                                 schedule=setup.outer_schedule(config.optim))
   variables = common.initial_variables(model, config.model.init, jax.random.key(config.seed),
                                        config.data.image_size)
   train_step = supervised.make_train_step(apply_fn, tx)
@@ -49,7 +49,7 @@ def multitask_train(config: ml_collections.ConfigDict, workdir: str, *, source=N
 
   result = loop.run_steps(config, workdir, model=model, state=meta.init_meta_state(variables, tx),
                           step_fn=one_step,
-                          validate=meta_train.make_validator(config, apply_fn, val_sampler),
+                          validate=setup.make_validator(config, apply_fn, val_sampler),
                           name='multitask step', writer='multitask_train')
   report = {'program': 'multitask_train', 'steps': config.num_steps,
             'final_val': result['final_val'], 'val_history': result['val_history'],

@@ -8,7 +8,7 @@
    `transfer.multitask_workdir` name finished runs to reuse.
 2. Fine-tuning: each of `transfer.inits` ('scratch' = random, 'multitask', 'meta') is
    fine-tuned on the same `finetune.n_splits` seeded train/val/test splits of
-   `finetune.source` under `finetune.root` (`finetune.finetune_split`: the epoch is chosen on
+   `finetune.source` under `finetune.root` (`finetuning.finetune_split`: the epoch is chosen on
    the val part of train, never on test). The sharpness baseline (variance of the Laplacian,
    `baselines.sharpness`) is scored on the same test parts.
 3. Final models: each init is fine-tuned once more on the whole dataset (a seeded
@@ -33,8 +33,8 @@ import numpy as np
 from metaiqa_jax import checkpoints, configlib, metrics, models
 from metaiqa_jax.baselines import sharpness
 from metaiqa_jax.data import base
-from metaiqa_jax.train import (common, defaults, finetune, meta_train, pretraining,
-                               reporting)
+from metaiqa_jax.train import (common, defaults, finetuning, pretraining, reporting,
+                               setup)
 
 INITS = ('scratch', 'multitask', 'meta')
 
@@ -82,7 +82,7 @@ def pretrained_runs(config, workdir) -> dict[str, str]:
   needed = [m for m in pretraining.METHODS if m in config.transfer.inits]
   if all(given[m] for m in needed):
     return {m: given[m] for m in needed}
-  bank = meta_train.build_source(config.data)
+  bank = setup.meta_source(config.data)
   trained = pretraining.pretrain(config, os.path.join(os.fspath(workdir), 'pretrain'), bank)
   return {m: given[m] or trained[m] for m in needed}
 
@@ -113,7 +113,7 @@ def transfer(config: ml_collections.ConfigDict, workdir: str, *, source=None) ->
   Args:
     config: a validated config (`transfer_config` layout).
     workdir: where everything goes (see the module docstring).
-    source: optional prebuilt fine-tuning dataset (tests); default `finetune.build_source`.
+    source: optional prebuilt fine-tuning dataset (tests); default `setup.finetune_source`.
   """
   defaults.validate(config)
   unknown = set(config.transfer.inits) - set(INITS)
@@ -122,25 +122,25 @@ def transfer(config: ml_collections.ConfigDict, workdir: str, *, source=None) ->
                                 f' got {tuple(config.transfer.inits)}')
   started = time.time()
   workdir = os.fspath(checkpoints.ensure_writable(workdir))
-  source = finetune.build_source(config.finetune) if source is None else source
+  source = setup.finetune_source(config.finetune) if source is None else source
   if config.data.verify_images:
     base.verify_source(source)
   runs = pretrained_runs(config, workdir)
   model = common.build_model(config.model)
   apply_fn = models.make_apply_fn(model)
-  all_splits = finetune.load_or_make_splits(config.finetune, source, workdir, config.seed)
+  all_splits = setup.load_or_make_splits(config.finetune, source, workdir, config.seed)
   rows, finals = [], {}
   for init in config.transfer.inits:
     init_config = copy.deepcopy(config)
     init_config.model.init = runs.get(init, '')
     for k, split in enumerate(all_splits):
-      result = finetune.finetune_split(
+      result = finetuning.finetune_split(
           init_config, source, split, k, os.path.join(workdir, 'finetune', init, f'split_{k}'),
           model, apply_fn, desc=f'{init}: split {k + 1}/{len(all_splits)}')
       rows.append({'init': init, 'split': k, 'srocc': result['test']['srocc'],
                    'plcc': result['test']['plcc'], 'best_epoch': result['best_epoch']})
     final = whole_dataset_split(len(source), config.finetune.val_fraction, config.seed)
-    result = finetune.finetune_split(init_config, source, final, len(all_splits),
+    result = finetuning.finetune_split(init_config, source, final, len(all_splits),
                                      os.path.join(workdir, 'final', init), model, apply_fn,
                                      desc=f'{init}: all images')
     finals[init] = {'dir': os.path.join(workdir, 'final', init), 'val': result['val'],

@@ -184,20 +184,20 @@ def test_koniq_scale_mismatches_name_file_scale_and_line(tmp_path):
 
 
 def test_official_split_for_finetuning(tmp_path):
-  from metaiqa_jax.train import finetune  # pylint: disable=g-import-not-at-top  (slow import)
+  from metaiqa_jax.train import setup  # pylint: disable=g-import-not-at-top  (slow import)
   root = _fixture(tmp_path, 'koniq_sets')
   _touch(root, [f'1024x768/{n}' for n in KONIQ_NAMES])
   ft = defaults.base_config().finetune
   ft.source, ft.split_file = 'koniq10k', defaults.OFFICIAL_SPLIT
-  (split,) = finetune.load_or_make_splits(ft, KonIQ10k(root), tmp_path / 'run', seed=0)
+  (split,) = setup.load_or_make_splits(ft, KonIQ10k(root), tmp_path / 'run', seed=0)
   assert split['test'].tolist() == [1, 4]
-  (saved,) = finetune.splits.load_splits(tmp_path / 'run' / 'splits.json')
+  (saved,) = setup.splits.load_splits(tmp_path / 'run' / 'splits.json')
   assert {k: v.tolist() for k, v in saved.items()} == {k: v.tolist() for k, v in split.items()}
   scores = _fixture(tmp_path, 'koniq_scores')
   _touch(scores, [f'1024x768/{n}' for n in KONIQ_NAMES])
   with pytest.raises(configlib.ConfigError, match="finetune.split_file = 'official' asks for the "
                      "dataset's own split, but finetune.source = 'koniq10k'"):
-    finetune.load_or_make_splits(ft, KonIQ10k(scores), tmp_path / 'run2', seed=0)
+    setup.load_or_make_splits(ft, KonIQ10k(scores), tmp_path / 'run2', seed=0)
 
 
 # TID2013, KADID-10k, LIVE Challenge.

@@ -12,7 +12,6 @@ import io
 import os
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest

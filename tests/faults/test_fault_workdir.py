@@ -40,7 +40,7 @@ sys.path.insert(0, {tests!r})
 import orbax.checkpoint as ocp
 import test_checkpoints, test_programs, test_reporting
 from metaiqa_jax.cli import programs
-from metaiqa_jax.train import meta_train, reporting
+from metaiqa_jax.train import reporting, setup
 
 class Gated:
   def __init__(self, source, gate):
@@ -56,7 +56,7 @@ class Gated:
   def __getitem__(self, i):
     return self.source[i]
 
-meta_train.build_source = lambda data_config: Gated(test_programs.tiny_source(), {gate!r})
+setup.meta_source = lambda data_config: Gated(test_programs.tiny_source(), {gate!r})
 {fault}
 sys.argv = ['metaiqa-meta-train', '--config={config}', '--workdir={workdir}',
             '--config.num_steps={num_steps}']

@@ -1,0 +1,165 @@
+"""What every program builds from its config before it runs: data sources, task samplers and
+the meta-validator, learning-rate schedules and the fine-tuning splits.
+
+Programs (`meta_train`, `multitask`, `finetune`, `evaluate`, `lodo`, `demo`, `transfer`) import
+these instead of each other's helpers; a program imports another only to run it whole.
+"""
+
+import os
+from typing import Optional
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+
+from metaiqa_jax import configlib
+from metaiqa_jax.data import splits, tasks, views
+from metaiqa_jax.train import common, defaults, evaluation
+
+
+def meta_source(data_config: ml_collections.ConfigDict):
+  """The meta-training source: `data.sources` with their `data.roots`, concatenated
+  (`views.Concat` numbers the k-th source's types from k * 100 + 1)."""
+  if len(data_config.roots) != len(data_config.sources):
+    raise ValueError(f'config.data.roots has {len(data_config.roots)} entries for '
+                     f'{len(data_config.sources)} config.data.sources')
+  built = []
+  for name, root in zip(data_config.sources, data_config.roots):
+    kwargs = ({'max_side': data_config.synthetic_max_side,
+               'workers': data_config.synthetic_workers} if name == 'synthetic' else {})
+    built.append(common.open_source(name, root, 'config.data.sources', **kwargs))
+  return built[0] if len(built) == 1 else views.Concat(built)
+
+
+def task_types(metadata, held_out) -> list[int]:
+  """Distortion types of the source minus `held_out` (error on an unknown held-out type)."""
+  present = sorted(int(t) for t in np.unique(metadata['dist_type']) if t >= 0)
+  unknown = sorted(set(held_out) - set(present))
+  if unknown:
+    raise ValueError(f'held-out types {unknown} are not in the data (types: {present})')
+  return [t for t in present if t not in set(held_out)]
+
+
+def inner_lrs(meta_config) -> dict:
+  """Per-group inner learning rates: backbone and head, as the authors' code."""
+  return {'backbone': meta_config.inner_lr, 'head': meta_config.inner_lr_head}
+
+
+def outer_schedule(optim_config) -> Optional[optax.Schedule]:
+  """A `step -> factor` schedule for both outer learning rates (None = constant)."""
+  warmup = optim_config.warmup_steps
+  if optim_config.schedule == 'constant':
+    decay = optax.constant_schedule(1.0)
+  elif optim_config.schedule == 'step':
+    decay = optax.exponential_decay(1.0, optim_config.decay_steps, optim_config.decay_rate,
+                                    staircase=True)
+  elif optim_config.schedule == 'cosine':
+    decay = optax.cosine_decay_schedule(1.0, optim_config.decay_steps)
+  else:
+    raise ValueError(f"config.optim.schedule must be 'constant', 'step' or 'cosine'; got "
+                     f'{optim_config.schedule!r}')
+  if warmup:
+    return optax.join_schedules([optax.linear_schedule(0.0, 1.0, warmup), decay], [warmup])
+  return None if optim_config.schedule == 'constant' else decay
+
+
+def make_samplers(config, source):
+  """Training and validation `TaskSampler`s, disjoint by reference content."""
+  metadata = source.metadata()
+  types = task_types(metadata, config.data.held_out_types)
+  split = splits.make_splits(metadata, 1, test_fraction=config.data.val_fraction,
+                             val_fraction=0.0, seed=config.seed)[0]
+  shared = dict(types=types, support_size=config.meta.support_size,
+                query_size=config.meta.query_size, tasks_per_batch=config.meta.tasks_per_batch,
+                inputs=common.input_spec(config.data))
+  train = tasks.TaskSampler(views.Subset(source, split['train']), seed=config.seed, train=True,
+                            **shared)
+  val = tasks.TaskSampler(views.Subset(source, split['test']), seed=config.seed + 1,
+                          train=False, **shared)
+  return train, val
+
+
+def make_validator(config, apply_fn, val_sampler):
+  """`validate(state) -> metrics`: meta-validation of a train state (adapt with the configured
+  inner loop to each validation task, score its query set; `evaluation.meta_validate`)."""
+  adapt_predict = evaluation.make_adapt_predict(
+      apply_fn, steps=config.meta.inner_steps, adapt=config.meta.adapt,
+      inner_optimizer=config.meta.inner_optimizer, batch_norm=config.meta.batch_norm)
+  lrs = inner_lrs(config.meta)
+
+  def validate(state):
+    lr = state.inner_lr if state.inner_lr is not None else lrs
+    return evaluation.meta_validate(adapt_predict, lr, {'params': state.params,
+                                                        'batch_stats': state.batch_stats},
+                                    val_sampler, config.eval_tasks, seed=config.seed)
+  return validate
+
+
+def finetune_source(ft_config: ml_collections.ConfigDict):
+  """The fine-tuning dataset named by `config.finetune.source` under `config.finetune.root`
+  (with `config.finetune.csv_path` as the label table of 'csv' and 'cid2013')."""
+  if ft_config.source == 'csv' and not ft_config.csv_path:
+    raise configlib.ConfigError("config.finetune.source 'csv' needs config.finetune.csv_path (the "
+                                'label table; config.finetune.root is the image folder)')
+  kwargs = {'csv_path': ft_config.csv_path} if ft_config.csv_path else {}
+  return common.open_source(ft_config.source, ft_config.root, 'config.finetune.source', **kwargs)
+
+
+def stated_splits(ft_config, source, path: str) -> Optional[list]:
+  """The splits a config states, checked against `source`: with `finetune.split_file` =
+  'official' the dataset's own (`source.official_splits()`, e.g. KonIQ-10k's `set` column: one
+  split); otherwise those saved at `path` by `splits.save_splits`, or None if it does not exist.
+
+  Raises:
+    configlib.ConfigError: 'official' for a source without a split of its own; a split file that
+      does not read or refers to records the source does not have.
+  """
+  if ft_config.split_file == defaults.OFFICIAL_SPLIT:
+    official = getattr(source, 'official_splits', lambda: None)()
+    if official is None:
+      raise configlib.ConfigError(
+          f"finetune.split_file = '{defaults.OFFICIAL_SPLIT}' asks for the dataset's own split, "
+          f'but finetune.source = {ft_config.source!r} ({source!r}) has none; only koniq10k '
+          'read from koniq10k_distributions_sets.csv has one. Set finetune.split_file to a '
+          "splits file, or to '' for random splits")
+    return official
+  if not os.path.exists(path):
+    return None
+  try:
+    loaded = splits.load_splits(path)
+  except (ValueError, KeyError, TypeError) as e:
+    raise configlib.ConfigError(f'split file {path} does not read: {e!r}') from e
+  n = len(source)
+  for k, split in enumerate(loaded):
+    top = max(int(np.max(part, initial=-1)) for part in split.values())
+    if top >= n:
+      raise configlib.ConfigError(f'{path}: split {k} refers to record {top}, but '
+                                  f'finetune.source {ft_config.source!r} has {n}')
+  return loaded
+
+
+def load_or_make_splits(ft_config, source, workdir, seed: int) -> list:
+  """The splits to fine-tune on, by `finetune.split_file`:
+
+    'official'  the dataset's own split (see `stated_splits`), also written to
+                `workdir/splits.json` as a record;
+    a path      splits written by `splits.save_splits` (made and saved there if missing);
+    ''          `workdir/splits.json` if present, else `n_splits` new random splits (saved).
+
+  Raises:
+    configlib.ConfigError: see `stated_splits`.
+  """
+  workdir_file = os.path.join(os.fspath(workdir), 'splits.json')
+  official = ft_config.split_file == defaults.OFFICIAL_SPLIT
+  path = workdir_file if official or not ft_config.split_file else ft_config.split_file
+  chosen = stated_splits(ft_config, source, path)
+  if chosen is not None and not official:
+    return chosen
+  if chosen is None:
+    chosen = splits.make_splits(source.metadata(), ft_config.n_splits,
+                                test_fraction=ft_config.test_fraction,
+                                val_fraction=ft_config.val_fraction, seed=seed)
+  if jax.process_index() == 0:
+    splits.save_splits(path, chosen)
+  return chosen
