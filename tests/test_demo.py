@@ -70,3 +70,24 @@ def test_training_source_drops_exactly_the_held_out_photos():
   assert set(kept) == all_photos - set(test_photos) and len(test_photos) == 3
   assert len(kept) == 2 * (len(all_photos) - 3)
   assert len(all_photos) == 35  # 24 Kodak photos shipped in the package + 11 from the wheels.
+
+
+def test_shot_rows_adapt_on_the_first_k_support_images_and_score_k0_once():
+  from metaiqa_jax.train import evaluation
+  calls = []
+
+  def fake(steps):
+    def adapt_predict(lr, variables, sx, sy, qx, key):
+      calls.append((steps, len(sx), sy.tolist()))
+      return qx[:, 0, 0, 0, 0] * (1 if steps == 0 else -1)
+    return adapt_predict
+
+  query_x = np.arange(5, dtype=np.float32).reshape(5, 1, 1, 1, 1) * np.ones((5, 1, 2, 2, 3))
+  support = (np.zeros((4, 1, 2, 2, 3), np.float32), np.array([.1, .2, .3, .4]))
+  rows = evaluation.shot_rows({0: fake(0), 2: fake(2), 3: fake(3)}, 0.01, {}, support,
+                              (query_x, np.arange(5.0)), shots=(0, 4), steps=(2, 3),
+                              key=None, fields={'method': 'm'})
+  assert [(r['k'], r['steps']) for r in rows] == [(0, 0), (4, 2), (4, 3)]
+  assert calls == [(0, 0, []), (2, 4, [.1, .2, .3, .4]), (3, 4, [.1, .2, .3, .4])]
+  assert [round(r['srocc'], 6) for r in rows] == [1.0, -1.0, -1.0]
+  assert all(r['method'] == 'm' for r in rows)

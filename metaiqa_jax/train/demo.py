@@ -109,26 +109,23 @@ def evaluate_method(name, adapt_predict, inner_lr, variables, bank, test_photos,
   """Rows of one initialisation on every held-out type, k and seed."""
   meta_ = bank.metadata()
   is_test = np.isin(meta_['ref_id'], test_photos)
-  steps = max(config.lodo.adapt_steps)
   inputs = common.input_spec(config.data)
-  image = lambda i: inputs.eval(bank[int(i)]['image'])
   labels = np.asarray(meta_['mos_norm'], np.float32)
   rows = []
   for t in config.demo.held_out_types:
     of_type = meta_['dist_type'] == t
     pool, query = np.flatnonzero(of_type & ~is_test), np.flatnonzero(of_type & is_test)
-    query_x = np.stack([image(i) for i in query])
+    query_set = (evaluation.eval_views(bank, query, inputs), labels[query])
     for seed in range(config.demo.seeds):
       rng = np.random.default_rng([config.seed, t, seed])
       draw = rng.choice(pool, max(config.lodo.shots), replace=max(config.lodo.shots) > pool.size)
-      support_x = np.stack([image(i) for i in draw])
-      for k in config.lodo.shots:
-        fn = adapt_predict[steps if k else 0]
-        pred = np.asarray(fn(inner_lr, variables, support_x[:k], labels[draw[:k]], query_x,
-                             jax.random.key(seed)))
-        row = {'method': name, 'held_out_type': int(t), 'type_name': KADID_TYPES[t - 1],
-               'k': int(k), 'seed': seed}
-        rows.append(row | metrics.correlations(pred, labels[query]))
+      rows += evaluation.shot_rows(
+          adapt_predict, inner_lr, variables,
+          (evaluation.eval_views(bank, draw, inputs), labels[draw]), query_set,
+          shots=config.lodo.shots, steps=(max(config.lodo.adapt_steps),),
+          key=jax.random.key(seed),
+          fields={'method': name, 'held_out_type': int(t), 'type_name': KADID_TYPES[t - 1],
+                  'seed': seed})
   return rows
 
 

@@ -56,6 +56,42 @@ def make_adapt_predict(apply_fn: meta.ApplyFn, *, steps: int, adapt: meta.AdaptS
   return jax.jit(fn)
 
 
+def eval_views(source, indices, inputs) -> np.ndarray:
+  """The evaluation views (`inputs.eval`) of `source[indices]`: float32 (n, V, S, S, 3); n may
+  be 0."""
+  if not len(indices):
+    return np.zeros((0, inputs.num_views, inputs.image_size, inputs.image_size, 3), np.float32)
+  return np.stack([inputs.eval(source[int(i)]['image']) for i in indices])
+
+
+def shot_rows(adapt_predict: Mapping[int, Callable], inner_lr: Any, variables: Mapping,
+              support: tuple, query: tuple, *, shots, steps, key: jax.Array,
+              fields: Mapping) -> list[dict]:
+  """Held-out evaluation after k-shot adaptation, shared by the demo and LODO.
+
+  For every k in `shots` and s in `steps`: adapt `variables` with s inner steps on the first k
+  `support` images (`adapt_predict[s]`, see `make_adapt_predict`; k = 0 is scored once, without
+  adaptation) and correlate its scores of the `query` images with their labels.
+
+  Args:
+    support, query: `(x (n, V, S, S, 3), y (n,))`; support holds at least max(shots) images.
+    key: the adaptation's dropout key.
+    fields: copied into every row.
+
+  Returns:
+    rows `{**fields, k, steps, srocc, plcc}` (`metrics.correlations`: NaN and `error` where the
+    scores are constant).
+  """
+  (support_x, support_y), (query_x, query_y) = support, query
+  rows = []
+  for k in shots:
+    for s in (steps if k else (0,)):
+      pred = np.asarray(adapt_predict[s](inner_lr, variables, support_x[:k], support_y[:k],
+                                         query_x, key))
+      rows.append({**fields, 'k': int(k), 'steps': int(s)} | metrics.correlations(pred, query_y))
+  return rows
+
+
 def meta_validate(adapt_predict: Callable, inner_lr: Any, variables: Mapping, sampler,
                   num_batches: int, seed: int = 0) -> dict:
   """Adapts to each task of `num_batches` fixed meta-batches and scores its query set.

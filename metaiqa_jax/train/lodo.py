@@ -17,7 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from metaiqa_jax import checkpoints, metrics, models, preprocess
+from metaiqa_jax import checkpoints, models, preprocess
 from metaiqa_jax.data import splits
 from metaiqa_jax.train import common, defaults, evaluation, meta_train, reporting, setup
 
@@ -64,23 +64,17 @@ def held_out_rows(adapt_predict: Mapping[int, Callable], inner_lr: Any, variable
     the reason in `error`) where the predictions are constant.
   """
   metadata = source.metadata()
+  labels = np.asarray(metadata['mos_norm'], np.float32)
   rows = []
   for repeat in range(repeats):
     support, query = draw_support_query(metadata, dist_type, shots=max(shots),
                                         test_size=test_size, seed=seed + repeat)
-    load = lambda ids: np.stack([inputs.eval(source[int(i)]['image']) for i in ids]) if len(
-        ids) else np.zeros((0, inputs.num_views, inputs.image_size, inputs.image_size, 3),
-                           np.float32)
-    support_x, query_x = load(support), load(query)
-    support_y = np.asarray(metadata['mos_norm'], np.float32)[support]
-    query_y = np.asarray(metadata['mos_norm'], np.float32)[query]
-    for k in shots:
-      for s in (steps if k else [0]):
-        pred = np.asarray(adapt_predict[s](inner_lr, variables, support_x[:k], support_y[:k],
-                                           query_x, jax.random.key(repeat)))
-        row = {'held_out_type': int(dist_type), 'k': int(k), 'steps': int(s),
-               'repeat': repeat, **(extra or {})}
-        rows.append(row | metrics.correlations(pred, query_y))
+    rows += evaluation.shot_rows(
+        adapt_predict, inner_lr, variables,
+        (evaluation.eval_views(source, support, inputs), labels[support]),
+        (evaluation.eval_views(source, query, inputs), labels[query]),
+        shots=shots, steps=steps, key=jax.random.key(repeat),
+        fields={'held_out_type': int(dist_type), 'repeat': repeat, **(extra or {})})
   return rows
 
 
