@@ -52,7 +52,7 @@ OUTER_LR = 1e-4
 def run_jax(cfg):
   import jax
   import numpy as np
-  from metaiqa_jax import meta
+  from metaiqa_jax import meta, optim
   from metaiqa_jax.models import create_model, init_variables, make_apply_fn
 
   model = create_model('resnet18', width=cfg['width'], conv_impl=cfg.get('conv_impl'))
@@ -63,7 +63,7 @@ def run_jax(cfg):
                        rng.uniform(size=shape(cfg['support'])[:2]).astype(np.float32)),
            'query': (rng.normal(size=shape(cfg['query'])).astype(np.float32),
                      rng.uniform(size=shape(cfg['query'])[:2]).astype(np.float32))}
-  tx = meta.make_outer_optimizer(lr=OUTER_LR)
+  tx = optim.make_optimizer(lr=OUTER_LR)
   state = meta.init_meta_state(variables, tx)
   settings = dict(inner_steps=cfg['k'], inner_lr=INNER_LR, algorithm=cfg['algorithm'],
                   task_map=cfg.get('task_map'), remat=cfg['remat'],

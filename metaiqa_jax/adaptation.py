@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import optax
 
-from metaiqa_jax import meta
+from metaiqa_jax import meta, optim
 from metaiqa_jax.models.metaiqa import MetaIQA, infer_model_config, make_apply_fn
 from metaiqa_jax.preprocess import prepare_images
 
@@ -79,7 +79,7 @@ def adapt(variables: Mapping[str, Any], support_images: Sequence[Any], support_m
   apply_fn = make_apply_fn(model)
   params, batch_stats = variables['params'], variables['batch_stats']
   mask = meta.adapt_mask(params, adapt)
-  tx = meta.make_outer_optimizer(lr=lr, head_lr=head_lr)
+  tx = optim.make_optimizer(lr=lr, head_lr=head_lr)
 
   @jax.jit
   def step(params, batch_stats, opt_state, x, y, key):

@@ -444,7 +444,7 @@ def init_meta_state(variables: Mapping[str, Pytree], tx: optax.GradientTransform
 
   Args:
     variables: `{'params', 'batch_stats'}`.
-    tx: the outer optimiser (`make_outer_optimizer`).
+    tx: the outer optimiser (`optim.make_optimizer`).
     meta_sgd: learn per-element inner learning rates, initialised from `inner_lr` (a scalar or a
       prefix tree of the params, e.g. `{'backbone': 1e-4, 'head': 1e-2}`).
     inner_lr: required with `meta_sgd`; unused otherwise (pass it to `make_meta_step`).
@@ -461,38 +461,6 @@ def init_meta_state(variables: Mapping[str, Pytree], tx: optax.GradientTransform
   return MetaTrainState(step=jnp.zeros((), jnp.int32), params=params,
                         batch_stats=variables.get('batch_stats', {}), opt_state=opt_state,
                         inner_lr=lrs)
-
-
-def make_outer_optimizer(*, lr: float = 1e-4, head_lr: float | None = None,
-                         schedule: optax.Schedule | None = None, weight_decay: float = 0.0,
-                         clip_norm: float | None = None) -> optax.GradientTransformation:
-  """Adam (AdamW when `weight_decay` > 0) with per-group learning rates.
-
-  Args:
-    lr: learning rate of everything except `params['head']` (the backbone).
-    head_lr: learning rate of `params['head']`; None = `lr`. Trees without a 'head' entry (an
-      MLP, say) are one group at `lr`.
-    schedule: optional `step -> factor` multiplying both rates, e.g. the paper's x0.9 every 2
-      epochs: `optax.exponential_decay(1.0, 2 * steps_per_epoch, 0.9, staircase=True)`.
-    weight_decay: decoupled weight decay (AdamW).
-    clip_norm: clip the global gradient norm to this before Adam.
-  """
-  def rate(base):
-    return base if schedule is None else (lambda count: base * schedule(count))
-
-  def adam(base):
-    if weight_decay:
-      return optax.adamw(rate(base), weight_decay=weight_decay)
-    return optax.adam(rate(base))
-
-  def labels(params):
-    return {k: jax.tree.map(lambda _: 'head' if k == 'head' else 'backbone', v)
-            for k, v in params.items()} if isinstance(params, Mapping) else (
-                jax.tree.map(lambda _: 'backbone', params))
-
-  head_lr = lr if head_lr is None else head_lr
-  tx = optax.multi_transform({'backbone': adam(lr), 'head': adam(head_lr)}, labels)
-  return tx if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), tx)
 
 
 def make_meta_step(apply_fn: ApplyFn, tx: optax.GradientTransformation, *, inner_steps: int,

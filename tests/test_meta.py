@@ -14,7 +14,7 @@ import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from metaiqa_jax import meta
+from metaiqa_jax import meta, optim
 from metaiqa_jax.models import create_model, init_variables, make_apply_fn
 
 
@@ -354,7 +354,7 @@ def test_bad_arguments_raise_clear_errors(cnn_problem):
 def test_outer_optimizer_groups():
   params = {'backbone': {'w': jnp.ones(2)}, 'head': {'w': jnp.ones(2)}}
   grads = jax.tree.map(jnp.ones_like, params)
-  tx = meta.make_outer_optimizer(lr=1e-3, head_lr=1e-1)
+  tx = optim.make_optimizer(lr=1e-3, head_lr=1e-1)
   updates, _ = tx.update(grads, tx.init(params), params)
   # Adam's first step moves every coordinate by -lr (bias-corrected m / sqrt(v) = 1).
   np.testing.assert_allclose(updates['backbone']['w'], -1e-3, rtol=1e-4)
@@ -362,7 +362,7 @@ def test_outer_optimizer_groups():
   mlp_params = mlp_init(jax.random.key(0))['params']  # no backbone/head split: one group
   updates, _ = tx.update(jax.tree.map(jnp.ones_like, mlp_params), tx.init(mlp_params))
   np.testing.assert_allclose(ravel_pytree(updates)[0], -1e-3, rtol=1e-4)
-  decayed = meta.make_outer_optimizer(lr=1e-3, schedule=optax.constant_schedule(0.5))
+  decayed = optim.make_optimizer(lr=1e-3, schedule=optax.constant_schedule(0.5))
   updates, _ = decayed.update(grads, decayed.init(params), params)
   np.testing.assert_allclose(updates['head']['w'], -5e-4, rtol=1e-4)
 
@@ -375,7 +375,7 @@ def test_meta_step_compiles_once_and_updates_state(cnn_problem):
     traces.append(1)
     return cnn_apply(*args, **kwargs, dropout_rate=0.5)
 
-  tx = meta.make_outer_optimizer(lr=1e-2)
+  tx = optim.make_optimizer(lr=1e-2)
   state = meta.init_meta_state(jax.tree.map(jnp.copy, variables), tx)  # donated by the step
   step = meta.make_meta_step(counting_apply, tx, inner_steps=2, inner_lr=0.1)
   state, metrics = step(state, tasks, jax.random.key(0))
@@ -393,7 +393,7 @@ def test_meta_step_compiles_once_and_updates_state(cnn_problem):
 
 def test_meta_sgd_state_learns_inner_lr(cnn_problem):
   variables, tasks = cnn_problem
-  tx = meta.make_outer_optimizer(lr=1e-2)
+  tx = optim.make_optimizer(lr=1e-2)
   state = meta.init_meta_state(variables, tx, meta_sgd=True, inner_lr=0.1)
   assert state.inner_lr['conv']['kernel'].shape == variables['params']['conv']['kernel'].shape
   step = meta.make_meta_step(cnn_apply, tx, inner_steps=1, algorithm='fomaml', donate=False)
@@ -406,7 +406,7 @@ def test_resnet_meta_step_loss_decreases():
                        dropout_rate=0.5)
   variables = init_variables(model, jax.random.key(0), image_size=32)
   tasks = make_tasks(jax.random.key(1), 2, 4, 4, (32, 32, 3))
-  tx = meta.make_outer_optimizer(lr=3e-3, head_lr=1e-2)
+  tx = optim.make_optimizer(lr=3e-3, head_lr=1e-2)
   state = meta.init_meta_state(variables, tx)
   step = meta.make_meta_step(make_apply_fn(model), tx, inner_steps=1,
                              inner_lr={'backbone': 1e-3, 'head': 1e-2})

@@ -18,14 +18,14 @@ SCRIPT = textwrap.dedent("""
   sys.path.insert(0, sys.argv[1])
   import functools
   import jax, jax.numpy as jnp
-  from metaiqa_jax import meta, parallel
+  from metaiqa_jax import meta, optim, parallel
   from test_meta import cnn_apply, cnn_init, make_tasks, max_abs_diff
 
   assert jax.device_count() == 4, jax.devices()
   apply_fn = functools.partial(cnn_apply, dropout_rate=0.3)
   variables = cnn_init(jax.random.key(0))
   tasks = make_tasks(jax.random.key(1), 4, 4, 3, (5, 5, 2))
-  tx = meta.make_outer_optimizer(lr=1e-2)
+  tx = optim.make_optimizer(lr=1e-2)
   results, errors = {}, {}
   for devices in (1, 4):
     mesh = parallel.make_mesh(jax.devices()[:devices])

@@ -12,7 +12,7 @@ weight mapping in `metaiqa_jax.weights` is a rename plus a transpose.
 """
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import optax
 
-from metaiqa_jax import checkpoints, meta, models
+from metaiqa_jax import checkpoints, meta, models, optim
 from metaiqa_jax.data import pipeline
 from metaiqa_jax.train import common, evaluation, reporting, supervised
 
@@ -35,7 +35,7 @@ def finetune_split(config, source, split: dict, k: int, split_dir, model, apply_
   batch_size = min(ft.batch_size, len(split['train']))
   steps_per_epoch = len(split['train']) * ft.crops_per_image // batch_size
   schedule = lr_schedule(ft, steps_per_epoch)
-  tx = meta.make_outer_optimizer(lr=ft.lr, head_lr=ft.head_lr, schedule=schedule)
+  tx = optim.make_optimizer(lr=ft.lr, head_lr=ft.head_lr, schedule=schedule)
   variables = common.initial_variables(model, config.model.init,
                                        jax.random.key(config.seed + k), config.data.image_size)
   state = meta.init_meta_state(variables, tx)

@@ -12,7 +12,7 @@ Preemption (SIGTERM, SIGKILL), NaN losses and resuming are handled by `loop.run_
 import jax
 import ml_collections
 
-from metaiqa_jax import checkpoints, meta, models
+from metaiqa_jax import checkpoints, meta, models, optim
 from metaiqa_jax.data import base
 from metaiqa_jax.train import common, defaults, loop, reporting, setup
 
@@ -43,7 +43,7 @@ def meta_train(config: ml_collections.ConfigDict, workdir: str, *,
   train_sampler, val_sampler = setup.make_samplers(config, source)
 
   lrs = setup.inner_lrs(config.meta)
-  tx = meta.make_outer_optimizer(lr=config.optim.lr, head_lr=config.optim.head_lr,
+  tx = optim.make_optimizer(lr=config.optim.lr, head_lr=config.optim.head_lr,
                                  schedule=setup.outer_schedule(config.optim))
   variables = common.initial_variables(model, config.model.init, jax.random.key(config.seed),
                                        config.data.image_size)

@@ -11,7 +11,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from metaiqa_jax import checkpoints, meta, models
+from metaiqa_jax import checkpoints, meta, models, optim
 from metaiqa_jax.train import common, defaults, loop, reporting, setup, supervised
 
 
@@ -34,7 +34,7 @@ def multitask_train(config: ml_collections.ConfigDict, workdir: str, *, source=N
   apply_fn = models.make_apply_fn(model)
   source = setup.meta_source(config.data) if source is None else source
   train_sampler, val_sampler = setup.make_samplers(config, source)
-  tx = meta.make_outer_optimizer(lr=config.optim.lr, head_lr=config.optim.head_lr,
+  tx = optim.make_optimizer(lr=config.optim.lr, head_lr=config.optim.head_lr,
                                  schedule=setup.outer_schedule(config.optim))
   variables = common.initial_variables(model, config.model.init, jax.random.key(config.seed),
                                        config.data.image_size)

@@ -1,7 +1,7 @@
 """Plain supervised regression on (image, MOS) batches: fine-tuning and the multitask baseline.
 
 Uses the meta-learner's state and optimiser (`meta.MetaTrainState` with `inner_lr=None`,
-`meta.make_outer_optimizer`), so a fine-tuned model and a meta-trained one are saved, restored and
+`optim.make_optimizer`), so a fine-tuned model and a meta-trained one are saved, restored and
 scored the same way.
 """
 
