@@ -6,6 +6,7 @@ Tiny model (width 1/16, 10 logits, head (16, 8)), 32 px inputs, a 3-type synthet
 
 import json
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -119,6 +120,41 @@ def test_finetune_selects_on_val_and_reports_test(meta_run, source, tmp_path):
   images = [source[int(i)]['image'] for i in test_idx]
   scores = scoring.score(variables, images, image_size=32, batch_size=4)
   np.testing.assert_allclose(scores, report['splits'][0]['predictions'][:5], atol=1e-5)
+
+
+class _SigtermOnRead:
+  """A source that sends this process SIGTERM when its `at`-th image is read (once), as a
+  scheduler preempting the job would."""
+
+  def __init__(self, source, at: int):
+    self.source, self.at, self.reads = source, at, 0
+
+  def __len__(self):
+    return len(self.source)
+
+  def metadata(self):
+    return self.source.metadata()
+
+  def __getitem__(self, i):
+    self.reads += 1
+    if self.reads == self.at:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return self.source[i]
+
+
+def test_finetune_stops_on_sigterm_and_resumes_to_the_uninterrupted_result(source, tmp_path):
+  config = tiny_config()
+  config.data.verify_images = False  # Every read happens inside the fine-tuning loop.
+  config.finetune.splits = (0,)
+  whole = finetune.finetune(config, str(tmp_path / 'whole'), source=source)
+  train_size = len(json.load(open(tmp_path / 'whole' / 'splits.json'))['splits'][0]['train'])
+  interrupted = _SigtermOnRead(source, at=train_size + 1)  # In epoch 2 of 2, or its eve.
+  with pytest.raises(common.Preempted, match='fine-tuning split 0 stopped during epoch'):
+    finetune.finetune(config, str(tmp_path / 'cut'), source=interrupted)
+  assert interrupted.reads >= interrupted.at
+  resumed = finetune.finetune(config, str(tmp_path / 'cut'), source=source)
+  assert resumed['splits'][0]['predictions'] == whole['splits'][0]['predictions']
+  assert resumed['splits'][0]['best_epoch'] == whole['splits'][0]['best_epoch']
 
 
 def test_lodo_one_held_out_type(source, tmp_path):
