@@ -64,7 +64,7 @@ Second sweep (the demo's own split: 30 training / 5 held-out photos, 500 sanity 
 Larger evaluation views of the 1000-step 64 px model: 5 x 5 views 0.392, 3 x 3 views of 96 px
 (6 x 6 mini-patches) 0.377, of 128 px (8 x 8) 0.383, against 0.407 for the 3 x 3 of 64 px used.
 At equal wall time the 32 px inputs win (0.454 in 100 s, 0.459 for 64 px in 163 s), so the demo
-uses them with 3000 steps per trainer, what its 10 minutes hold.
+uses them, with 4000 steps per trainer (the runs below), what its 10 minutes hold.
 
 What limits it, per distortion type (the 8000-step 32 px model): within-type SROCC >= 0.77 for
 the blurs, JPEG 2000, the noises, HSV saturation, jitter and sharpening, <= 0.25 for brighten,
@@ -80,8 +80,15 @@ The demo itself (`metaiqa-demo`, 2 cores, nothing else running):
   64 px 4 x 4, 700 (matmul convs)  8 min 49 s    0.135 / 0.327             0.096 / 0.508
   32 px 2 x 2, 3000 ('auto')       7 min 19 s    0.312 / 0.408             0.480 / 0.642
   32 px 2 x 2, 4000 ('auto')       8 min 20 s    0.342 / 0.454             0.494 / 0.695
+  the same, crops per task         8 min 25 s    0.359 / 0.385             0.475 / 0.598
 
-The last row is the committed setting (README table). Target sanity >= 0.6 for both: not met.
+The last row is the committed code (README table). It differs from the row above only in the
+random crops: each task's images and crops are now drawn from (seed, step, task), so that each
+process of a multi-process run loads only its own tasks. How much one crop stream decides:
+multitask regression with these settings, 4000 steps, over four crop streams (the same photos,
+types and schedule): sanity SROCC 0.454, 0.385, 0.414, 0.426 (mean 0.420). Differences of a few
+hundredths between single runs in the sweeps above are within this noise.
+Target sanity >= 0.6 for both: not met.
 A second run with the same compilation cache (~/.cache/metaiqa_jax/xla) reached its first
 meta-step 21 s sooner (102 s after launch instead of 123 s; 81 s of both make the bank).
 """

@@ -537,7 +537,7 @@ def make_meta_step(apply_fn: ApplyFn, tx: optax.GradientTransformation, *, inner
     # Inputs placed as the outputs come back (no-op from the second step on), so the first and
     # later steps hit the same compiled program.
     state, rng = parallel.replicate((state, rng), mesh)
-    return state, parallel.put_tasks(tasks, mesh), rng
+    return state, parallel.put_sharded(tasks, mesh), rng
 
   def meta_step(state: MetaTrainState, tasks: Mapping[str, tuple], rng: jax.Array):
     return jitted(*place(state, tasks, rng))

@@ -1,15 +1,21 @@
-"""Data parallelism over tasks: a 1-D device mesh and a `jax.shard_map` of the task axis.
+"""Data parallelism: a 1-D device mesh, batches sharded along their leading axis.
 
-One code path runs on 1 CPU, 8 GPUs or a TPU pod: the tasks of a meta-batch are split over the
-devices of a `jax.sharding.Mesh` with one axis (`DEVICE_AXIS`), each device runs its share of the
-tasks, and the per-device means are averaged with `lax.pmean`. `jax.pmap` is not used (it is in
-maintenance mode since JAX 0.8 and is itself `jit(shard_map)`).
+One code path runs on 1 CPU, 8 GPUs or a TPU pod. Meta-steps split the tasks of a meta-batch over
+the devices of a `jax.sharding.Mesh` with one axis (`DEVICE_AXIS`); each device runs its share of
+the tasks and the per-device means are averaged with `lax.pmean` (`mean_over_task_shards`).
+Supervised steps and scoring shard the images of a batch the same way and let `jax.jit`
+partition the computation (BatchNorm statistics then span the whole batch, as on one device).
+`jax.pmap` is not used (it is in maintenance mode since JAX 0.8 and is itself `jit(shard_map)`).
 
 Multi-host: call `jax.distributed.initialize()` first; `make_mesh()` then spans every process's
-devices, and `put_tasks` assembles each process's local tasks into one global array.
+devices. Each process loads only its contiguous share of a batch (`process_share`);
+`put_sharded` assembles the shares into one global array and `gather_shares` brings host-side
+arrays of every process back to all of them.
 
 The mesh axis is named `'devices'`. No BatchNorm in this package has an `axis_name`, and none must
-ever be given this one: batch statistics are per task, never pooled across devices.
+ever be given this one: inside a meta-step's `shard_map` batch statistics are per task, never
+pooled across devices. (Supervised steps need no axis name: outside `shard_map`, `jax.jit`
+computes a BatchNorm mean over the sharded batch axis as over the whole batch.)
 """
 
 from typing import Any, Callable, Sequence
@@ -37,29 +43,49 @@ def mesh_axis(mesh: Mesh) -> str:
   return mesh.axis_names[0]
 
 
-def check_task_count(num_local_tasks: int, mesh: Mesh) -> None:
-  """Raises ValueError unless the meta-batch splits evenly over the devices of `mesh`.
+def check_task_count(num_local: int, mesh: Mesh, what: str = 'tasks',
+                     batch: str = 'the meta-batch') -> None:
+  """Raises ValueError unless a batch splits evenly over the devices of `mesh`.
 
-  `num_local_tasks` is this process's share (the whole meta-batch on one host); every process
-  is assumed to pass the same number, as `put_tasks` requires.
+  `num_local` is this process's share of the batch's `what` (the whole batch on one host);
+  every process is assumed to pass the same number, as `put_sharded` requires.
   """
-  num_tasks = num_local_tasks * jax.process_count()
-  if num_tasks < 1 or num_tasks % mesh.size:
-    raise ValueError(f'the meta-batch has {num_tasks} tasks, which cannot be split evenly over '
-                     f'{mesh.size} devices: use a multiple of {mesh.size} tasks')
+  total = num_local * jax.process_count()
+  if total < 1 or total % mesh.size:
+    raise ValueError(f'{batch} has {total} {what}, which cannot be split evenly over '
+                     f'{mesh.size} devices: use a multiple of {mesh.size} {what}')
 
 
-def put_tasks(tasks: Any, mesh: Mesh) -> Any:
-  """Places a pytree of per-task arrays (leading axis = tasks) sharded over the mesh.
+def process_share(n: int) -> slice:
+  """This process's contiguous share of a batch of `n` items (tasks, images), in process order."""
+  count, index = jax.process_count(), jax.process_index()
+  if n % count:
+    raise ValueError(f'a batch of {n} cannot be split evenly over {count} processes')
+  per = n // count
+  return slice(index * per, (index + 1) * per)
 
-  On one host the arrays are the whole meta-batch; with several processes each process passes
-  its own slice of the tasks and gets back global arrays (`make_array_from_process_local_data`).
+
+def put_sharded(local: Any, mesh: Mesh) -> Any:
+  """Places a pytree of arrays sharded along their leading axis (tasks, images) over the mesh.
+
+  On one host the arrays are the whole batch; with several processes each process passes its
+  own share (`process_share`) and gets back global arrays (`make_array_from_process_local_data`).
   """
   sharding = NamedSharding(mesh, P(mesh_axis(mesh)))
   if jax.process_count() == 1:
-    return jax.device_put(tasks, sharding)
+    return jax.device_put(local, sharding)
   return jax.tree.map(lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a)),
-                      tasks)
+                      local)
+
+
+def gather_shares(local: Any) -> Any:
+  """Every process's numpy arrays concatenated along axis 0 in process order, on every process
+  (the inverse of taking `process_share`s; a collective with several processes)."""
+  if jax.process_count() == 1:
+    return local
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return jax.tree.map(lambda a: np.asarray(multihost_utils.process_allgather(a, tiled=True)),
+                      local)
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:

@@ -9,11 +9,14 @@ exception's cause chain.
 
 `StorageError` is what checkpoints and logs raise for such a fault: one message naming the path,
 the step and the last complete checkpoint, which the programs print instead of a traceback.
+`atomic_write_text` writes small files (reports, logs, splits) so that no reader, another process
+of the run included, ever sees one half written.
 """
 
 import errno
 import os
 import re
+import tempfile
 from typing import Optional
 
 FAULT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
@@ -67,3 +70,25 @@ def stopped_message(what: str, reason: str, last_step: Optional[int]) -> str:
     then = (f'the last complete checkpoint is step {last_step}: running the same command again '
             f'resumes from it')
   return f'could not write {what}: {reason}. Make room or fix the file system; {then}'
+
+
+def atomic_write_text(path: str, text: str) -> None:
+  """Writes `text` to `path` so readers see the old file or the new one, never a mix.
+
+  Raises:
+    OSError: naming `path` (a full disk reports no file name by itself).
+  """
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
+  try:
+    with os.fdopen(fd, 'w') as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException as e:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    if isinstance(e, OSError) and e.filename is None:
+      raise OSError(e.errno, e.strerror, path) from e
+    raise

@@ -10,6 +10,11 @@ losses, validation metrics and final weights are compared exactly.
 To keep the suite short, one 2-process run covers both that and resuming: it is stopped by
 SIGTERM (sent to both processes, as a scheduler does) after its first logged step, relaunched,
 and must then end exactly as the uninterrupted 1-process run.
+
+Fine-tuning is data parallel: each batch of images is split over the 2 devices, each process
+loading its half, and BatchNorm statistics and gradients are reduced over both. The reductions
+combine the same two per-device partial results in either setting, so losses, predictions and
+weights are again compared exactly.
 """
 
 import json
@@ -27,8 +32,10 @@ import numpy as np
 import pytest
 
 from metaiqa_jax import checkpoints
+from metaiqa_jax.data import make_source, splits
 from metaiqa_jax.train import reporting
 import test_programs
+import test_transfer
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 LAUNCH = ROOT / 'launch'
@@ -36,18 +43,24 @@ _CONFIG_FILE = """
 import sys
 sys.path.insert(0, {tests!r})
 import test_programs
+import test_transfer
 
 def get_config():
   config = test_programs.tiny_config()
   config.meta.task_map = 'vmap'
   config.meta.algorithm = 'fomaml'  # Compiles faster than second order; the same mesh and pmean.
+  config.finetune.source = 'livec'
+  config.finetune.root = {livec_root!r}
+  config.finetune.splits = (0,)
+  config.finetune.epochs = 2
   return config
 """
 
 
-def _config_file(directory) -> str:
+def _config_file(directory, livec_root='') -> str:
   path = directory / 'tiny_config.py'
-  path.write_text(_CONFIG_FILE.format(tests=os.path.dirname(test_programs.__file__)))
+  path.write_text(_CONFIG_FILE.format(tests=os.path.dirname(test_programs.__file__),
+                                      livec_root=str(livec_root)))
   return str(path)
 
 
@@ -128,6 +141,68 @@ def test_only_process_0_writes_logs_and_reports(runs):
   lines = (two / 'metrics.jsonl').read_text().splitlines()
   assert len(lines) == len(set(lines))  # One writer: no line twice.
   assert not (two / 'run.lock').exists()
+
+
+@pytest.fixture(scope='module')
+def finetune_runs(tmp_path_factory):
+  """(1-process workdir, 2-process workdir) of fine-tuning split 0 of a tiny LIVE Challenge
+  layout; the two runs go side by side."""
+  base = tmp_path_factory.mktemp('multiprocess_finetune')
+  config = _config_file(base, test_transfer.write_livec_root(base / 'livec'))
+  one, two = base / 'one', base / 'two'
+  flags = [f'--config={config}']
+  started = time.time()
+  single = subprocess.Popen(
+      [sys.executable, str(LAUNCH / 'finetune.py'), *flags, f'--workdir={one}'], env=_env(2),
+      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  cluster = subprocess.run(
+      ['bash', str(LAUNCH / 'local_cluster.sh'), '2', str(LAUNCH / 'finetune.py'), *flags,
+       f'--workdir={two}'], env=_env(1), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+      text=True, timeout=600)
+  _, single_err = single.communicate(timeout=600)
+  print(f'fine-tuning, 1 and 2 processes side by side: {time.time() - started:.0f} s')
+  assert cluster.returncode == 0, cluster.stderr[-3000:]
+  assert single.returncode == 0, single_err[-3000:]
+  return one, two
+
+
+def test_two_processes_finetune_exactly_as_one_process_with_two_devices(finetune_runs):
+  one, two = finetune_runs
+  runs = [w / 'split_0' for w in finetune_runs]
+  assert _losses(runs[0]) == _losses(runs[1]) and len(_losses(runs[0])) == 2
+  reports = [json.loads((w / 'report.json').read_text())['splits'][0] for w in (one, two)]
+  assert reports[0]['predictions'] == reports[1]['predictions']
+  assert reports[0]['test'] == reports[1]['test'] and reports[0]['val'] == reports[1]['val']
+  (_, a), (_, b) = (checkpoints.restore_variables(str(run)) for run in runs)
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_a_corrupt_image_read_by_one_process_ends_the_run_with_its_message(tmp_path):
+  # Scoring batches of 16 images are split in two: process 1 alone loads positions 8-15. The
+  # validation images are put first in a stated split, and the 9th is corrupted, so only
+  # process 1 fails, while process 0 waits for its scores in a collective: the run must end
+  # with process 1's message, not hang. (Images are not decoded up front here, or both
+  # processes would refuse the file before training.)
+  root = test_transfer.write_livec_root(tmp_path / 'livec', n=24)
+  names = make_source('livec', root).metadata()['name']
+  order = np.random.default_rng(0).permutation(len(names))
+  val, test, train = order[:10], order[10:14], order[14:]
+  split_file = tmp_path / 'splits.json'
+  splits.save_splits(split_file, [{'train': train, 'val': val, 'test': test}])
+  corrupt = next(pathlib.Path(root).rglob(str(names[val[8]])))
+  corrupt.write_bytes(b'not an image')
+  started = time.time()
+  result = subprocess.run(
+      ['bash', str(LAUNCH / 'local_cluster.sh'), '2', str(LAUNCH / 'finetune.py'),
+       f'--config={_config_file(tmp_path, root)}', f'--config.finetune.split_file={split_file}',
+       '--config.data.verify_images=False', f'--workdir={tmp_path / "run"}'], env=_env(1), capture_output=True, text=True,
+      timeout=600)
+  seconds = time.time() - started
+  print(f'ended after {seconds:.0f} s with status {result.returncode}')
+  assert result.returncode != 0
+  assert 'metaiqa-finetune: error:' in result.stderr and corrupt.name in result.stderr, (
+      result.stderr[-3000:])
+  assert seconds < 300
 
 
 def test_unreachable_coordinator_fails_with_one_line_in_bounded_time(tmp_path):

@@ -29,9 +29,11 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from typing import Callable
 
 from absl import app, flags
+import jax
 from ml_collections import config_flags
 
 from metaiqa_jax import (checkpoints, compile_cache, configlib, storage, weights,
@@ -128,7 +130,7 @@ def _run_holding_workdir(program: Callable, config, workdir: str, cluster: list,
     program(config, workdir)
 
 
-def exit_on_errors(name: str, run: Callable[[], None]) -> None:
+def _report_errors(name: str, run: Callable[[], None]) -> None:
   """Calls `run()`; an error that is not a bug ends the process with one line on stderr,
   `NAME: error: MESSAGE`, and the exit status of the module docstring (a bug: traceback)."""
   try:
@@ -150,6 +152,29 @@ def exit_on_errors(name: str, run: Callable[[], None]) -> None:
           f'room or fix the file system, then run the same command again: it resumes from '
           f'the complete checkpoints', file=sys.stderr)
     sys.exit(STORAGE_ERROR_EXIT_STATUS)
+
+
+def exit_on_errors(name: str, run: Callable[[], None]) -> None:
+  """`_report_errors(name, run)`; in a multi-process run, a process that ends with an error
+  leaves at once (`os._exit`) instead of waiting for the others at JAX's shutdown barrier.
+
+  The others may be waiting for it in a collective (a batch's gradients, a gathered score), and
+  would wait for ever while it waits for them; once it is gone their collective fails and they
+  end too, so a corrupt image read by one process stops the whole run with its message.
+  """
+  try:
+    _report_errors(name, run)
+  except BaseException as e:  # pylint: disable=broad-except
+    if not jax.distributed.is_initialized():
+      raise
+    if isinstance(e, SystemExit):
+      code = e.code if isinstance(e.code, int) else 1
+    else:
+      traceback.print_exc()
+      code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # pylint: disable=protected-access
 
 
 def _module_file(module: str) -> str:

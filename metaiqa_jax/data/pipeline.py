@@ -2,10 +2,12 @@
 
 `make_loader` is the training/fine-tuning loader (shuffle, decode, transform, batch, optional
 worker processes); `make_eval_loader` visits every index exactly once in order, padding the last
-batch and marking real entries with `mask`.
+batch and marking real entries with `mask`. With `shard=(index, count)` each yields only part
+`index` of `count` contiguous parts of every batch (a process's share in a multi-process run);
+the batches themselves, and the random crops, do not depend on `count`.
 """
 
-from typing import Dict, Iterator, Optional, Sequence
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 from absl import flags
 import grain
@@ -45,10 +47,25 @@ def _iterate(ds: 'grain.MapDataset', worker_count: int) -> Iterator:
   return iter(it_ds)
 
 
+def _part_of_every_batch(ds: 'grain.MapDataset', num_batches: int, batch_size: int,
+                         shard: Tuple[int, int]) -> 'grain.MapDataset':
+  """Part `shard[0]` of `shard[1]` of each of the first `num_batches` batches of `ds`, batched;
+  only those elements are read."""
+  index, count = shard
+  if not 0 <= index < count or batch_size % count:
+    raise ValueError(f'shard {index} of {count}: need 0 <= index < count and a batch size '
+                     f'({batch_size}) divisible by the count')
+  per = batch_size // count
+  return (grain.MapDataset.range(num_batches * per)
+          .map(lambda i: ds[(i // per) * batch_size + index * per + i % per])
+          .batch(per))
+
+
 def make_loader(source, indices: Sequence[int], *, batch_size: int,
                 inputs: preprocess.InputSpec, train: bool, seed: int,
                 num_epochs: Optional[int] = None, worker_count: int = 0, shuffle: bool = True,
-                drop_remainder: Optional[bool] = None) -> Iterator[Dict[str, np.ndarray]]:
+                drop_remainder: Optional[bool] = None,
+                shard: Tuple[int, int] = (0, 1)) -> Iterator[Dict[str, np.ndarray]]:
   """Iterator of batches {'image': float32, 'mos_norm': (B,) float32, 'index': (B,) int64
   source indices}; 'image' is (B, S, S, 3) training crops (`inputs.train`) or with train=False
   (B, V, S, S, 3) evaluation views (`inputs.eval`).
@@ -64,6 +81,8 @@ def make_loader(source, indices: Sequence[int], *, batch_size: int,
     worker_count: grain worker processes (0: load in this process).
     shuffle: shuffle the order.
     drop_remainder: drop an incomplete last batch (default: `train`, keeping shapes fixed).
+    shard: (index, count): yield part `index` of `count` of every batch (B / count images; needs
+      drop_remainder).
   """
   drop_remainder = train if drop_remainder is None else drop_remainder
   ds = grain.MapDataset.source(_Subset(source, indices))
@@ -75,19 +94,25 @@ def make_loader(source, indices: Sequence[int], *, batch_size: int,
     ds = ds.random_map(lambda r, rng: _finish(r, inputs.train(r['image'], rng)), seed=seed)
   else:
     ds = ds.map(lambda r: _finish(r, inputs.eval(r['image'])))
-  ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+  if shard[1] == 1:
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+  elif not drop_remainder:
+    raise ValueError('a loader sharded over processes needs drop_remainder (equal shares)')
+  else:
+    ds = _part_of_every_batch(ds, len(ds) // batch_size, batch_size, shard)
   return _iterate(ds, worker_count)
 
 
 def make_eval_loader(source, indices: Sequence[int], *, batch_size: int,
-                     inputs: preprocess.InputSpec,
-                     worker_count: int = 0) -> Iterator[Dict[str, np.ndarray]]:
+                     inputs: preprocess.InputSpec, worker_count: int = 0,
+                     shard: Tuple[int, int] = (0, 1)) -> Iterator[Dict[str, np.ndarray]]:
   """Every index once, in the given order, in fixed-shape batches.
 
   Yields dicts {'image': (B, V, S, S, 3) float32 (the evaluation views, `inputs.eval`),
   'mos_norm': (B,),
   'index': (B,) int64, 'mask': (B,) bool}; the last batch is padded by repeating the last
-  index, with mask False on the padding.
+  index, with mask False on the padding. `shard=(index, count)`: part `index` of `count` of
+  every batch (B / count entries each).
   """
   subset = _Subset(source, indices)
   n = len(subset)
@@ -100,5 +125,7 @@ def make_eval_loader(source, indices: Sequence[int], *, batch_size: int,
     out['mask'] = mask[position]
     return out
 
-  ds = grain.MapDataset.range(n_padded).map(load).batch(batch_size)
+  ds = grain.MapDataset.range(n_padded).map(load)
+  ds = (ds.batch(batch_size) if shard[1] == 1
+        else _part_of_every_batch(ds, n_padded // batch_size, batch_size, shard))
   return _iterate(ds, worker_count)

@@ -11,6 +11,8 @@ from typing import Dict, Iterable, List, Sequence, Tuple, Union
 
 import numpy as np
 
+from metaiqa_jax import storage
+
 SPLIT_PARTS = ('train', 'val', 'test')
 _FORMAT_VERSION = 1
 
@@ -94,8 +96,8 @@ def save_splits(path, splits: Sequence[Dict[str, np.ndarray]]) -> None:
   directory = os.path.dirname(os.fspath(path))
   if directory:
     os.makedirs(directory, exist_ok=True)
-  with open(path, 'w') as f:
-    json.dump(payload, f)
+  # Atomic: the other processes of a multi-process run may read the file while it is written.
+  storage.atomic_write_text(os.fspath(path), json.dumps(payload))
 
 
 def load_splits(path) -> List[Dict[str, np.ndarray]]:

@@ -5,7 +5,9 @@ is one distortion type; its support and query images come from disjoint sets of 
 contents (`ref_id`), so the query set measures adaptation to the distortion, not memorisation of
 the scene. Which types form the batch is drawn per step (without replacement while there are
 enough types). Everything is a deterministic function of (seed, step), so a resumed run
-reproduces its data order from the step number alone.
+reproduces its data order from the step number alone, and the images of task t (its random
+crops included) of (seed, step, t): a process of a multi-process run loads only its own tasks
+(`sample(step, tasks=...)`) and the meta-batch is the same whatever the process count.
 """
 
 from typing import Dict, Optional, Sequence, Tuple
@@ -103,11 +105,19 @@ class TaskSampler:
       out[pos] = self.inputs.train(image, rng) if self.train else self.inputs.eval(image)
     return out
 
-  def sample(self, step: int) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
-    """Meta-batch `step`: {'support': (x, y), 'query': (x, y)}, numpy float32, y (tasks, n)
+  def sample(self, step: int,
+             tasks: slice = slice(None)) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    """Meta-batch `step`, or its tasks `tasks` (a slice of 0..tasks_per_batch-1; only their
+    images are loaded): {'support': (x, y), 'query': (x, y)}, numpy float32, y (tasks, n)
     mos_norm, x ImageNet-normalised: (tasks, n, S, S, 3) training crops, or with train=False
     (tasks, n, V, S, S, 3), the V = `inputs.num_views` evaluation views of each image."""
     plan = self.plan(step)
-    rng = np.random.default_rng([self.seed, int(step), 1])
-    return {part: (self._images(plan[part], rng), self._mos_norm[plan[part]])
-            for part in ('support', 'query')}
+    chosen = range(self.tasks_per_batch)[tasks]
+    support, query = [], []
+    for t in chosen:
+      rng = np.random.default_rng([self.seed, int(step), 1, t])
+      support.append(self._images(plan['support'][t], rng))
+      query.append(self._images(plan['query'][t], rng))
+    rows = np.asarray(chosen, np.int64)
+    return {'support': (np.stack(support), self._mos_norm[plan['support'][rows]]),
+            'query': (np.stack(query), self._mos_norm[plan['query'][rows]])}

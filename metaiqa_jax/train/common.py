@@ -161,15 +161,6 @@ def maybe_initialize_distributed(distributed: bool) -> None:
                jax.default_backend())
 
 
-def process_slice(n: int) -> slice:
-  """This process's contiguous share of `n` items (tasks of a meta-batch)."""
-  count, index = jax.process_count(), jax.process_index()
-  if n % count:
-    raise ValueError(f'{n} tasks cannot be split evenly over {count} processes')
-  per = n // count
-  return slice(index * per, (index + 1) * per)
-
-
 class Prefetcher:
   """`get(step)` returns `fn(step)` and starts computing `fn(step + 1)` in a background thread,
   so host-side batch preparation overlaps the device's work on the current step.

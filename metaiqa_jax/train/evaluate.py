@@ -60,15 +60,16 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, source=None) ->
             'config': config.to_dict()}
   if len(results) > 1:
     report['summary'] = metrics.aggregate(list(results.values()))
-  with open(os.path.join(os.fspath(workdir), 'predictions.csv'), 'w', newline='') as f:
-    writer = csv.writer(f)
-    writer.writerow(['part', 'name', 'mos', 'mos_norm', 'prediction'])
-    writer.writerows((part, n, f'{m:.6g}', f'{mn:.6g}', f'{p:.6g}')
-                     for part, n, m, mn, p in rows)
-  first = next(iter(results))
-  keep = [r for r in rows if r[0] == first]
-  reporting.plot_scatter(os.path.join(os.fspath(workdir), 'scatter.png'),
-                         [r[4] for r in keep], [r[3] for r in keep], results[first]['logistic'],
-                         title=f'{config.finetune.source} ({first})')
-  reporting.write_report(workdir, report)
+  if jax.process_index() == 0:  # Every process holds the whole result; one writes it.
+    with open(os.path.join(os.fspath(workdir), 'predictions.csv'), 'w', newline='') as f:
+      writer = csv.writer(f)
+      writer.writerow(['part', 'name', 'mos', 'mos_norm', 'prediction'])
+      writer.writerows((part, n, f'{m:.6g}', f'{mn:.6g}', f'{p:.6g}')
+                       for part, n, m, mn, p in rows)
+    first = next(iter(results))
+    keep = [r for r in rows if r[0] == first]
+    reporting.plot_scatter(os.path.join(os.fspath(workdir), 'scatter.png'),
+                           [r[4] for r in keep], [r[3] for r in keep], results[first]['logistic'],
+                           title=f'{config.finetune.source} ({first})')
+    reporting.write_report(workdir, report)
   return report

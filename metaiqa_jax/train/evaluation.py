@@ -19,11 +19,15 @@ def evaluate_indices(predict: Callable, variables: Mapping, source, indices, con
 
   `predict` is `supervised.make_predict(apply_fn)`. Images are fed as `inputs` describes
   (default: `config.data`'s), each scored as the mean over its evaluation views, in batches of
-  `config.finetune.eval_batch_size` images.
+  `config.finetune.eval_batch_size` images (rounded up to a multiple of the device count) of
+  which each process loads its share; every process gets the whole result.
   """
   inputs = inputs or common.input_spec(config.data)
-  loader = pipeline.make_eval_loader(source, indices, batch_size=config.finetune.eval_batch_size,
-                                     inputs=inputs, worker_count=config.data.worker_count)
+  devices = jax.device_count()
+  batch_size = -(-config.finetune.eval_batch_size // devices) * devices
+  loader = pipeline.make_eval_loader(source, indices, batch_size=batch_size, inputs=inputs,
+                                     worker_count=config.data.worker_count,
+                                     shard=(jax.process_index(), jax.process_count()))
   preds, mos, _ = supervised.predict_loader(predict, variables, loader)
   return metrics.evaluate_predictions(preds, mos), preds, mos
 

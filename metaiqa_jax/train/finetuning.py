@@ -34,7 +34,12 @@ def finetune_split(config, source, split: dict, k: int, split_dir, model, apply_
   """
   ft = config.finetune
   split_dir = checkpoints.ensure_writable(split_dir)
-  batch_size = min(ft.batch_size, len(split['train']))
+  # A batch is split over all devices: at most ft.batch_size images, a multiple of the devices.
+  devices = jax.device_count()
+  batch_size = min(ft.batch_size, len(split['train'])) // devices * devices
+  if not batch_size:
+    raise ValueError(f'fine-tuning split {k} has {len(split["train"])} training images, fewer '
+                     f'than the {devices} devices a batch is split over')
   steps_per_epoch = len(split['train']) * ft.crops_per_image // batch_size
   schedule = lr_schedule(ft, steps_per_epoch)
   tx = optim.make_optimizer(lr=ft.lr, head_lr=ft.head_lr, schedule=schedule)
@@ -44,6 +49,7 @@ def finetune_split(config, source, split: dict, k: int, split_dir, model, apply_
   train_step = supervised.make_train_step(apply_fn, tx)
   predict = supervised.make_predict(apply_fn)
   rng = jax.random.key(config.seed * 1000 + k)
+  primary = jax.process_index() == 0
   with contextlib.ExitStack() as open_files:  # Closed however the split ends.
     ckpt = open_files.enter_context(checkpoints.Checkpointer(
         split_dir, model_config=models.model_config(model), inputs=common.input_spec(config.data),
@@ -55,19 +61,20 @@ def finetune_split(config, source, split: dict, k: int, split_dir, model, apply_
       _, state, saved = restored
       start_epoch = saved['extra']['epoch']
     run_log = open_files.enter_context(reporting.RunLogger(
-        split_dir, is_primary=jax.process_index() == 0,
+        split_dir, is_primary=primary,
         resume_step=int(state.step) if restored is not None else None,
         last_checkpoint=ckpt.last_complete_step))
     sigterm = open_files.enter_context(loop.sigterm_requests())
     bar = open_files.enter_context(reporting.progress_bar(
         ft.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
-        desc=desc or f'fine-tune split {k}'))
+        desc=desc or f'fine-tune split {k}', enabled=primary))
     for epoch in range(start_epoch, ft.epochs):
       loader = pipeline.make_loader(source, split['train'], batch_size=batch_size,
                                     inputs=common.input_spec(config.data), train=True,
                                     seed=config.seed * 100003 + k * 1009 + epoch,
                                     num_epochs=ft.crops_per_image,
-                                    worker_count=config.data.worker_count)
+                                    worker_count=config.data.worker_count,
+                                    shard=(jax.process_index(), jax.process_count()))
       for batch in loader:
         state, step_metrics = train_step(state, batch['image'], batch['mos_norm'],
                                          jax.random.fold_in(rng, state.step))

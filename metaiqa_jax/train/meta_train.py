@@ -12,7 +12,7 @@ Preemption (SIGTERM, SIGKILL), NaN losses and resuming are handled by `loop.run_
 import jax
 import ml_collections
 
-from metaiqa_jax import checkpoints, meta, models, optim
+from metaiqa_jax import checkpoints, meta, models, optim, parallel
 from metaiqa_jax.data import base
 from metaiqa_jax.train import common, defaults, loop, reporting, setup
 
@@ -53,14 +53,14 @@ def meta_train(config: ml_collections.ConfigDict, workdir: str, *,
       algorithm=config.meta.algorithm, task_map=config.meta.task_map or None,
       adapt=config.meta.adapt, remat=config.meta.remat,
       inner_optimizer=config.meta.inner_optimizer, batch_norm=config.meta.batch_norm)
-  task_slice = common.process_slice(config.meta.tasks_per_batch)
+  task_slice = parallel.process_share(config.meta.tasks_per_batch)
   rng = jax.random.key(config.seed)
 
-  batches = common.Prefetcher(train_sampler.sample)
+  # This process's tasks only; the meta-step assembles every process's share (parallel.put_sharded).
+  batches = common.Prefetcher(lambda step: train_sampler.sample(step, tasks=task_slice))
 
   def one_step(state, step):
-    batch = jax.tree.map(lambda a: a[task_slice], batches.get(step))
-    return step_fn(state, batch, jax.random.fold_in(rng, step))  # Placed by parallel.put_tasks.
+    return step_fn(state, batches.get(step), jax.random.fold_in(rng, step))
 
   result = loop.run_steps(config, workdir, model=model, state=state, step_fn=one_step,
                           validate=setup.make_validator(config, apply_fn, val_sampler),

@@ -3,7 +3,8 @@
 `multitask_train(config, workdir, source=...)` fits the quality regressor to the same images the
 meta-learner sees: step s uses every support and query image of meta-batch s of the same
 `TaskSampler` (so both methods get the same data, the same number of gradient steps and the same
-outer optimiser), pooled into one regression batch. Checkpoints, logs, resume and preemption
+outer optimiser), pooled into one regression batch, of which each process loads the images of
+its own tasks (the batch is sharded over all devices). Checkpoints, logs, resume and preemption
 work as in `meta_train` (`loop.run_steps`).
 """
 
@@ -11,15 +12,17 @@ import jax
 import ml_collections
 import numpy as np
 
-from metaiqa_jax import checkpoints, meta, models, optim
+from metaiqa_jax import checkpoints, meta, models, optim, parallel
 from metaiqa_jax.train import common, defaults, loop, reporting, setup, supervised
 
 
 def pooled_batch(tasks) -> tuple[np.ndarray, np.ndarray]:
-  """Support and query images of all tasks as one batch: x (T*(S+Q), H, W, 3), y (T*(S+Q),)."""
+  """Support and query images of the tasks as one batch, task by task (support then query):
+  x (T*(S+Q), H, W, 3), y (T*(S+Q),). A contiguous slice of the tasks gives a contiguous slice
+  of the batch, so each process's tasks are its share."""
   (sx, sy), (qx, qy) = tasks['support'], tasks['query']
-  x = np.concatenate([sx.reshape((-1,) + sx.shape[2:]), qx.reshape((-1,) + qx.shape[2:])])
-  return x, np.concatenate([sy.reshape(-1), qy.reshape(-1)])
+  x = np.concatenate([sx, qx], axis=1)
+  return x.reshape((-1,) + x.shape[2:]), np.concatenate([sy, qy], axis=1).reshape(-1)
 
 
 def multitask_train(config: ml_collections.ConfigDict, workdir: str, *, source=None) -> dict:
@@ -41,7 +44,9 @@ def multitask_train(config: ml_collections.ConfigDict, workdir: str, *, source=N
   train_step = supervised.make_train_step(apply_fn, tx)
   rng = jax.random.key(config.seed)
 
-  batches = common.Prefetcher(lambda step: pooled_batch(train_sampler.sample(step)))
+  own_tasks = parallel.process_share(config.meta.tasks_per_batch)
+  batches = common.Prefetcher(
+      lambda step: pooled_batch(train_sampler.sample(step, tasks=own_tasks)))
 
   def one_step(state, step):
     x, y = batches.get(step)
@@ -50,10 +55,12 @@ def multitask_train(config: ml_collections.ConfigDict, workdir: str, *, source=N
   result = loop.run_steps(config, workdir, model=model, state=meta.init_meta_state(variables, tx),
                           step_fn=one_step,
                           validate=setup.make_validator(config, apply_fn, val_sampler),
-                          name='multitask step', writer='multitask_train')
+                          name='multitask step', writer='multitask_train',
+                          primary=jax.process_index() == 0)
   report = {'program': 'multitask_train', 'steps': config.num_steps,
             'final_val': result['final_val'], 'val_history': result['val_history'],
             'best_step': result['best_step'], 'train_types': list(train_sampler.types),
             'config': config.to_dict()}
-  reporting.write_report(workdir, report)
+  if jax.process_index() == 0:
+    reporting.write_report(workdir, report)
   return report

@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -45,28 +44,6 @@ logger = logging.getLogger(__name__)
 def _json_value(value) -> Optional[float]:
   value = float(value)
   return value if math.isfinite(value) else None
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-  """Writes `text` to `path` so readers see the old file or the new one, never a mix.
-
-  Raises:
-    OSError: naming `path` (a full disk reports no file name by itself).
-  """
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
-  try:
-    with os.fdopen(fd, 'w') as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException as e:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    if isinstance(e, OSError) and e.filename is None:
-      raise OSError(e.errno, e.strerror, path) from e
-    raise
 
 
 class RunLogger:
@@ -116,7 +93,7 @@ class RunLogger:
     if dropped_partial:
       logger.warning('dropped %d unparsable line(s) of %s (a run killed mid-write)',
                      dropped_partial, self.jsonl_path)
-    _atomic_write_text(self.jsonl_path, ''.join(kept))
+    storage.atomic_write_text(self.jsonl_path, ''.join(kept))
 
   def truncate_after(self, step: int) -> None:
     """Forgets everything logged for steps after `step` (on resume from checkpoint `step`)."""
@@ -226,7 +203,7 @@ def write_report(workdir, report: Mapping[str, Any]) -> str:
     return value
 
   path = os.path.join(os.fspath(workdir), REPORT_FILENAME)
-  _atomic_write_text(path, json.dumps(convert(report), indent=2, sort_keys=True) + '\n')
+  storage.atomic_write_text(path, json.dumps(convert(report), indent=2, sort_keys=True) + '\n')
   return path
 
 
@@ -301,7 +278,7 @@ def interval_table(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> st
 
 def write_outputs(workdir, report: Mapping[str, Any], summary: str) -> None:
   """Writes `summary` (markdown) to workdir/summary.md and `report` to workdir/report.json."""
-  _atomic_write_text(os.path.join(os.fspath(workdir), 'summary.md'), summary)
+  storage.atomic_write_text(os.path.join(os.fspath(workdir), 'summary.md'), summary)
   write_report(workdir, report)
 
 

@@ -95,6 +95,19 @@ def test_reproducible_by_seed_and_step(sampler, bank):
   assert not np.array_equal(a['support'][0], other_seed.sample(3)['support'][0])
 
 
+def test_a_slice_of_the_tasks_is_that_slice_of_the_whole_meta_batch(bank):
+  # What each process of a multi-process run loads: its own tasks, with the same crops.
+  sampler = TaskSampler(bank, support_size=3, query_size=2, tasks_per_batch=4, inputs=INPUTS,
+                        seed=3)
+  whole = sampler.sample(5)
+  halves = [sampler.sample(5, tasks=slice(0, 2)), sampler.sample(5, tasks=slice(2, 4))]
+  for part in ('support', 'query'):
+    for k in (0, 1):
+      np.testing.assert_array_equal(
+          np.concatenate([h[part][k] for h in halves]), whole[part][k])
+  assert halves[0]['support'][0].shape[0] == 2
+
+
 def test_eval_mode_and_type_subset(bank):
   sampler = TaskSampler(bank, types=[11], support_size=2, query_size=2, tasks_per_batch=3,
                         inputs=INPUTS, train=False)
@@ -180,6 +193,26 @@ def test_eval_loader_covers_every_index_once(bank):
   index = np.concatenate([b['index'] for b in batches])
   assert mask.tolist() == [True] * 10 + [False] * 2
   assert index[mask].tolist() == indices.tolist()
+
+
+def test_process_shares_of_every_batch_make_up_the_unsharded_batches(bank):
+  # Each process of a multi-process run loads its contiguous part of every batch; put side by
+  # side, the parts are the batches (and crops) of one process.
+  indices = np.arange(0, 75, 2)  # 38 records
+  train = dict(batch_size=6, inputs=INPUTS, train=True, seed=5, num_epochs=2)
+  evals = dict(batch_size=6, inputs=INPUTS)
+  for make, kwargs in ((make_loader, train), (make_eval_loader, evals)):
+    whole = list(make(bank, indices, **kwargs))
+    parts = [list(make(bank, indices, shard=(i, 3), **kwargs)) for i in range(3)]
+    assert [len(p) for p in parts] == [len(whole)] * 3
+    for b, batch in enumerate(whole):
+      assert parts[0][b]['index'].shape == (2,)
+      for key, value in batch.items():
+        np.testing.assert_array_equal(np.concatenate([p[b][key] for p in parts]), value)
+  with pytest.raises(ValueError, match='divisible'):
+    make_loader(bank, indices, shard=(0, 4), **train)
+  with pytest.raises(ValueError, match='drop_remainder'):
+    make_loader(bank, indices, shard=(0, 2), drop_remainder=False, **train)
 
 
 def test_loader_with_worker_process(bank):
