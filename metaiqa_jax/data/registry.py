@@ -1,4 +1,11 @@
-"""`make_source(name, root, **kwargs)`: a dataset source by name."""
+"""`make_source(name, root, **kwargs)`: a dataset source by name.
+
+Native layouts are read from their folders (`SOURCE_NAMES`). A name `tfds:NAME` reads the TFDS
+dataset NAME prepared by the builders of `metaiqa_jax.data.tfds` (ArrayRecord files, random
+access, no TensorFlow) from the data dir `root`: e.g. `data.sources=('tfds:metaiqa_kadid10k',)`
+with `data.roots=('~/tensorflow_datasets',)`, or `finetune.source='tfds:metaiqa_livec'`. Both
+kinds give the same records (checked in the tests), so every program takes either.
+"""
 
 import os
 
@@ -10,6 +17,7 @@ from metaiqa_jax.data.synthetic import SyntheticBank
 from metaiqa_jax.data.tid2013 import TID2013
 
 SOURCE_NAMES = ('kadid10k', 'tid2013', 'livec', 'koniq10k', 'cid2013', 'csv', 'synthetic')
+TFDS_PREFIX = 'tfds:'
 CID2013_CSV = 'cid2013.csv'
 
 
@@ -33,8 +41,14 @@ def make_source(name: str, root=None, **kwargs):
 
   kwargs go to the class: e.g. resolution= for koniq10k, csv_path=/mos_range= for csv and
   cid2013, pristine=/types=/levels=/max_side=/seed= for synthetic (root, if given, is the
-  pristine folder).
+  pristine folder); split=/max_side= for tfds:NAME (root is the TFDS data dir).
   """
+  if name.startswith(TFDS_PREFIX):
+    if not root:
+      raise ValueError(f'make_source({name!r}) needs root= (the TFDS data dir it was prepared '
+                       'in)')
+    from metaiqa_jax.data.tfds import TFDSSource  # pylint: disable=g-import-not-at-top
+    return TFDSSource(name[len(TFDS_PREFIX):], os.path.expanduser(root), **kwargs)
   if name == 'synthetic':
     if root is not None:
       kwargs.setdefault('pristine', root)
@@ -42,7 +56,8 @@ def make_source(name: str, root=None, **kwargs):
   builders = {'kadid10k': KADID10k, 'tid2013': TID2013, 'livec': LIVEChallenge,
               'koniq10k': KonIQ10k, 'cid2013': _cid2013, 'csv': _csv}
   if name not in builders:
-    raise ValueError(f'unknown source {name!r}; valid names: {", ".join(SOURCE_NAMES)}')
+    raise ValueError(f'unknown source {name!r}; valid names: {", ".join(SOURCE_NAMES)}, or '
+                     f'{TFDS_PREFIX}NAME for a prepared TFDS dataset')
   if root is None:
     raise ValueError(f'make_source({name!r}) needs root= (the dataset folder)')
   return builders[name](root, **kwargs)

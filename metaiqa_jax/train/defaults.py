@@ -31,8 +31,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.init = ''                     # '' = random; a .pt/.pth file or a checkpoint dir.
 
   c.data = ml_collections.ConfigDict()
-  c.data.sources = ('tid2013', 'kadid10k')  # names for `metaiqa_jax.data.make_source`.
-  c.data.roots = ('', '')               # one native-layout folder per source ('' for synthetic).
+  c.data.sources = ('tid2013', 'kadid10k')  # `metaiqa_jax.data.make_source` names or 'tfds:NAME'.
+  c.data.roots = ('', '')               # one native-layout folder per source ('' for synthetic;
+                                        # the TFDS data dir for 'tfds:NAME').
   c.data.image_size = 224               # model input (the crop), pixels.
   c.data.resize_to = 256                # resize to this square before cropping, pixels; 0 = crops
                                         # at the image's native resolution.
@@ -84,8 +85,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.distributed = False                 # call jax.distributed.initialize() (multi-host).
 
   c.finetune = ml_collections.ConfigDict()
-  c.finetune.source = 'livec'
-  c.finetune.root = ''
+  c.finetune.source = 'livec'            # a `make_source` name or 'tfds:NAME'.
+  c.finetune.root = ''                  # its native folder (the TFDS data dir for 'tfds:NAME').
   c.finetune.csv_path = ''              # source 'csv' (required) and 'cid2013' (default
                                         # root/cid2013.csv): the label table, a name,score CSV
                                         # whose columns are found by header name.

@@ -8,7 +8,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from metaiqa_jax.data import (CSVDataset, KADID10k, KonIQ10k, LIVEChallenge, SyntheticBank,
-                              TID2013)
+                              TID2013, make_source)
 from metaiqa_jax.data.tfds import (MetaiqaCid2013, MetaiqaCsv, MetaiqaKadid10k,
                                    MetaiqaKoniq10k, MetaiqaLivec, MetaiqaSynthetic,
                                    MetaiqaTid2013, TFDSSource)
@@ -90,6 +90,19 @@ def test_builder_reports_missing_manual_data(tmp_path):
   (tmp_path / 'manual' / 'unrelated.txt').write_text('x')
   with pytest.raises(FileNotFoundError, match='dmos.csv'):
     _prepare(MetaiqaKadid10k, tmp_path / 'data', tmp_path / 'manual')
+
+
+def test_tfds_sources_by_name_and_refusals(native_root, tmp_path):
+  _prepare(MetaiqaLivec, tmp_path / 'tfds', native_root / 'livec')
+  _assert_same_records(LIVEChallenge(native_root / 'livec'),
+                       make_source('tfds:metaiqa_livec', str(tmp_path / 'tfds')))
+  with pytest.raises(ValueError, match="no TFDS dataset named 'metaiqa_nope'.*metaiqa_livec"):
+    make_source('tfds:metaiqa_nope', str(tmp_path / 'tfds'))
+  with pytest.raises(FileNotFoundError, match="'metaiqa_kadid10k' is not prepared in"):
+    make_source('tfds:metaiqa_kadid10k', str(tmp_path / 'tfds'))
+  assert not list((tmp_path / 'tfds').rglob('metaiqa_kadid10k*.array_record*'))  # none made
+  with pytest.raises(ValueError, match='needs root'):
+    make_source('tfds:metaiqa_livec')
 
 
 def test_no_tensorflow_imported():

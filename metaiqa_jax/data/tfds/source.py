@@ -34,12 +34,28 @@ class TFDSSource:
     max_side: shrink images on decode so the longer side is at most this (px).
 
   `metadata()` reads every record once (image bytes included, not decoded) and caches it.
+
+  Raises:
+    ValueError: `name` is no registered TFDS dataset.
+    FileNotFoundError: it is not prepared in `data_dir`.
   """
 
   def __init__(self, name: str, data_dir, split: str = 'train',
                max_side: Optional[int] = None):
     self.name, self.split, self.max_side = name, split, max_side
-    self._records = tfds.data_source(name, data_dir=data_dir, split=split,
+    registered = tfds.list_builders(with_community_datasets=False)
+    if name.split('/')[0] not in registered:
+      ours = [n for n in registered if n.startswith('metaiqa_')]
+      raise ValueError(f'no TFDS dataset named {name!r}; the builders of metaiqa_jax.data.tfds '
+                       f'are {", ".join(ours)}')
+    # Checked here: tfds.data_source would try to prepare it, from data it does not have.
+    if not tfds.builder(name, data_dir=data_dir).is_prepared():
+      raise FileNotFoundError(
+          f'TFDS dataset {name!r} is not prepared in {data_dir}: prepare it once with its '
+          f'builder (metaiqa_jax.data.tfds), e.g. builder(data_dir=...).download_and_prepare('
+          f'download_config=tfds.download.DownloadConfig(manual_dir=NATIVE_FOLDER), '
+          f"file_format='array_record')")
+    self._records = tfds.data_source(name, data_dir=data_dir, split=split, download=False,
                                      decoders={'image': tfds.decode.SkipDecoding()})
     self._meta = None
 
