@@ -17,7 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from metaiqa_jax import checkpoints, models, preprocess
+from metaiqa_jax import checkpoints, metrics, models, preprocess
 from metaiqa_jax.data import splits
 from metaiqa_jax.train import common, defaults, evaluation, meta_train, reporting, setup
 
@@ -78,13 +78,9 @@ def held_out_rows(adapt_predict: Mapping[int, Callable], inner_lr: Any, variable
   return rows
 
 
-def mean_by(rows: Sequence[Mapping], keys: Sequence[str], value: str = 'srocc') -> dict:
-  """Mean of `value` over rows grouped by `keys` (NaNs ignored): {tuple(key values): mean}."""
-  groups = {}
-  for row in rows:
-    groups.setdefault(tuple(row[k] for k in keys), []).append(row[value])
-  return {key: float(np.nanmean(v)) if np.isfinite(v).any() else float('nan')
-          for key, v in groups.items()}
+def _mean_srocc(rows: Sequence[Mapping], key: str) -> dict:
+  """{value of `key`: mean SROCC of the rows that have it} (NaNs ignored, `metrics.summarise`)."""
+  return {r[key]: r['srocc'] for r in metrics.summarise(rows, (key,), ('srocc',))}
 
 
 def lodo(config: ml_collections.ConfigDict, workdir: str, *, source=None) -> dict:
@@ -114,23 +110,22 @@ def lodo(config: ml_collections.ConfigDict, workdir: str, *, source=None) -> dic
                           test_size=config.lodo.test_size,
                           inputs=common.input_spec(config.data),
                           seed=config.seed)
-  zero_shot = {k[0]: v for k, v in mean_by([r for r in rows if r['k'] == 0],
-                                           ['held_out_type']).items()}
+  zero_shot = _mean_srocc([r for r in rows if r['k'] == 0], 'held_out_type')
   k_max, s_max = max(config.lodo.shots), max(steps)
-  by_steps = mean_by([r for r in rows if r['k'] == k_max or r['k'] == 0], ['steps'])
-  by_shots = mean_by([r for r in rows if r['steps'] == s_max or r['k'] == 0], ['k'])
+  by_steps = _mean_srocc([r for r in rows if r['k'] == k_max or r['k'] == 0], 'steps')
+  by_shots = _mean_srocc([r for r in rows if r['steps'] == s_max or r['k'] == 0], 'k')
   if jax.process_index() == 0:
     reporting.plot_curves(os.path.join(os.fspath(workdir), 'srocc_vs_steps.png'),
-                          [s for s in steps], {f'k = {k_max}': [by_steps[(s,)] for s in steps]},
+                          [s for s in steps], {f'k = {k_max}': [by_steps[s] for s in steps]},
                           'adaptation steps', 'SROCC on the held-out type')
     shot_list = sorted(config.lodo.shots)
     reporting.plot_curves(os.path.join(os.fspath(workdir), 'srocc_vs_shots.png'), shot_list,
-                          {f'{s_max} steps': [by_shots[(k,)] for k in shot_list]},
+                          {f'{s_max} steps': [by_shots[k] for k in shot_list]},
                           'labelled images of the held-out type (k)',
                           'SROCC on the held-out type')
   report = {'program': 'lodo', 'results': rows, 'zero_shot_srocc': zero_shot,
-            'srocc_vs_steps': {str(k[0]): v for k, v in by_steps.items()},
-            'srocc_vs_shots': {str(k[0]): v for k, v in by_shots.items()},
+            'srocc_vs_steps': {str(k): v for k, v in by_steps.items()},
+            'srocc_vs_shots': {str(k): v for k, v in by_shots.items()},
             'meta_validation': runs, 'config': config.to_dict()}
   if jax.process_index() == 0:
     reporting.write_report(workdir, report)
