@@ -7,12 +7,14 @@ Command (the dev half shipped to this project's machines; any LIVE Challenge roo
   --config.transfer.meta_workdir=RUN to reuse a finished meta-training run)
 
 What it does: pretrains the meta-learned and the multitask initialisation on the whole synthetic
-bank (25 types x 5 levels x 35 bundled photos at 512 px, 2000 steps each, the demo's pipeline),
+bank (25 types x 5 levels x 35 bundled photos at 512 px, 2000 steps each, with the shared
+pretraining settings: 64 px inputs of 4 x 4 native-scale mini-patches; the demo uses 32 px ones),
 then fine-tunes scratch / multitask / meta on the same 5 seeded 80/20 splits (the epoch chosen on
 10% of train, never on test), scores the sharpness baseline (variance of the Laplacian) on the
 same test parts, and fine-tunes each init once more on all images into DIR/final/<init>/.
 Runtime and result: README, section "LIVE Challenge (dev half, 256 px)", regenerated from
-DIR/report.json by `python launch/readme_tables.py --transfer=DIR/report.json`.
+DIR/report.json by `python launch/readme_tables.py --transfer=DIR/report.json` (the last run:
+42 min; test SROCC scratch 0.474, multitask 0.542, meta 0.461, sharpness 0.502: targets not met).
 This is not the paper's protocol (no ImageNet weights, half the images at 256 px, CPU budget).
 """
 

@@ -9,7 +9,8 @@ losses, validation metrics and final weights are compared exactly.
 
 To keep the suite short, one 2-process run covers both that and resuming: it is stopped by
 SIGTERM (sent to both processes, as a scheduler does) after its first logged step, relaunched,
-and must then end exactly as the uninterrupted 1-process run.
+and must then end exactly as the uninterrupted 1-process run; so must a copy of it resumed by
+1 process (a checkpoint holds replicated state, whatever the process count that wrote it).
 
 Fine-tuning is data parallel: each batch of images is split over the 2 devices, each process
 loading its half, and BatchNorm statistics and gradients are reduced over both. The reductions
@@ -21,6 +22,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -77,14 +79,16 @@ def _free_port() -> int:
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
-  """(1-process workdir, 2-process workdir, stderr of the interrupted 2-process launch).
+  """(1-process workdir, 2-process workdir, stderr of the interrupted 2-process launch,
+  workdir of the interrupted 2-process run resumed by 1 process).
 
   The 1-process run goes uninterrupted, beside the first 2-process launch, which gets SIGTERM
-  once process 0 has logged step 1; the second 2-process launch resumes and finishes.
+  once process 0 has logged step 1; the second 2-process launch resumes and finishes; a copy of
+  the interrupted workdir is resumed and finished by 1 process with 2 devices.
   """
   base = tmp_path_factory.mktemp('multiprocess')
   config = _config_file(base)
-  one, two = base / 'one', base / 'two'
+  one, two, two_to_one = base / 'one', base / 'two', base / 'two_to_one'
   single = subprocess.Popen(
       [sys.executable, str(LAUNCH / 'meta_train.py'), f'--config={config}', f'--workdir={one}'],
       env=_env(2), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -99,6 +103,7 @@ def runs(tmp_path_factory):
   cluster.send_signal(signal.SIGTERM)  # The launcher passes it on to both processes.
   _, interrupted = cluster.communicate(timeout=600)
   assert cluster.returncode == 128 + signal.SIGTERM, interrupted[-3000:]
+  shutil.copytree(two, two_to_one)  # The same checkpoint, resumed by 1 process below.
   resumed = subprocess.run(command, env=_env(1), stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, text=True, timeout=600)
   print(f'2 processes, stopped and resumed: {time.time() - started:.0f} s (the first launch '
@@ -106,7 +111,12 @@ def runs(tmp_path_factory):
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   _, single_err = single.communicate(timeout=600)
   assert single.returncode == 0, single_err[-3000:]
-  return one, two, interrupted
+  one_resumes = subprocess.run(
+      [sys.executable, str(LAUNCH / 'meta_train.py'), f'--config={config}',
+       f'--workdir={two_to_one}'], env=_env(2), stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE, text=True, timeout=600)
+  assert one_resumes.returncode == 0, one_resumes.stderr[-3000:]
+  return one, two, interrupted, two_to_one
 
 
 def _logged_a_step(workdir) -> bool:
@@ -120,24 +130,25 @@ def _losses(workdir):
 
 
 def test_sigterm_stops_both_processes_after_the_same_step(runs):
-  _, _, interrupted = runs
+  _, _, interrupted, _ = runs
   saved = [int(s) for s in re.findall(r'stopped after meta-step (\d+), saved as', interrupted)]
   assert len(saved) == 2 and saved[0] == saved[1] < 4, interrupted[-3000:]
 
 
 def test_two_processes_stopped_and_resumed_equal_one_process_with_two_devices(runs):
-  one, two, _ = runs
-  assert _losses(one) == _losses(two) and len(_losses(one)) == 4
-  report_one = json.loads((one / 'report.json').read_text())
-  report_two = json.loads((two / 'report.json').read_text())
-  assert report_one['final_val'] == report_two['final_val']
-  (_, a), (_, b) = (checkpoints.restore_variables(str(w / 'checkpoints' / '4'))
-                    for w in (one, two))
-  jax.tree.map(np.testing.assert_array_equal, a, b)
+  one, two, _, two_to_one = runs
+  for resumed in (two, two_to_one):  # Resumed by 2 processes, and by 1.
+    assert _losses(one) == _losses(resumed) and len(_losses(one)) == 4
+    report_one = json.loads((one / 'report.json').read_text())
+    report_resumed = json.loads((resumed / 'report.json').read_text())
+    assert report_one['final_val'] == report_resumed['final_val']
+    (_, a), (_, b) = (checkpoints.restore_variables(str(w / 'checkpoints' / '4'))
+                      for w in (one, resumed))
+    jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
 def test_only_process_0_writes_logs_and_reports(runs):
-  _, two, _ = runs
+  _, two, _, _ = runs
   lines = (two / 'metrics.jsonl').read_text().splitlines()
   assert len(lines) == len(set(lines))  # One writer: no line twice.
   assert not (two / 'run.lock').exists()
