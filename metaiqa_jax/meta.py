@@ -533,7 +533,7 @@ def make_meta_step(apply_fn: ApplyFn, tx: optax.GradientTransformation, *, inner
   jitted = jax.jit(step, donate_argnums=(0,) if donate else ())
 
   def place(state, tasks, rng):
-    parallel.check_task_count(_check_tasks(tasks), mesh)
+    parallel.check_even_split(_check_tasks(tasks), mesh)
     # Inputs placed as the outputs come back (no-op from the second step on), so the first and
     # later steps hit the same compiled program.
     state, rng = parallel.replicate((state, rng), mesh)

@@ -43,7 +43,7 @@ def mesh_axis(mesh: Mesh) -> str:
   return mesh.axis_names[0]
 
 
-def check_task_count(num_local: int, mesh: Mesh, what: str = 'tasks',
+def check_even_split(num_local: int, mesh: Mesh, what: str = 'tasks',
                      batch: str = 'the meta-batch') -> None:
   """Raises ValueError unless a batch splits evenly over the devices of `mesh`.
 

@@ -49,7 +49,7 @@ def make_train_step(apply_fn: meta.ApplyFn, tx: optax.GradientTransformation,
   jitted = jax.jit(step, donate_argnums=(0,), out_shardings=NamedSharding(mesh, P()))
 
   def train_step(state: meta.MetaTrainState, images, mos, rng):
-    parallel.check_task_count(len(images), mesh, 'images', 'a training batch')
+    parallel.check_even_split(len(images), mesh, 'images', 'a training batch')
     state, rng = parallel.replicate((state, rng), mesh)
     return jitted(state, *parallel.put_sharded((images, mos), mesh), rng)
   return train_step
@@ -76,7 +76,7 @@ def make_predict(apply_fn: meta.ApplyFn, mesh: Optional[Mesh] = None) -> Callabl
                    out_shardings=NamedSharding(mesh, P()))
 
   def predict(variables, images):
-    parallel.check_task_count(len(images), mesh, 'images', 'a scoring batch')
+    parallel.check_even_split(len(images), mesh, 'images', 'a scoring batch')
     return np.asarray(jitted(parallel.replicate(variables, mesh),
                              parallel.put_sharded(images, mesh)))
   return predict
