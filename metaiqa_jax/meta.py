@@ -7,8 +7,9 @@ The meta-learner never sees a Module, only
 A meta-batch is `tasks = {'support': (x, y), 'query': (x, y)}`, x `(tasks, n, H, W, C)` (or any
 per-example shape) and y `(tasks, n)`, numpy or jax arrays.
 
-Per task, the inner loop takes K gradient steps on the support loss (`jax.grad` inside
-`lax.scan`), the adapted weights are scored on the query set, and the outer gradient is averaged
+Per task, the inner loop takes K gradient steps on the support loss (`jax.grad`; the K steps
+written out one after another, or a `lax.scan` of rematerialised steps with `remat=True`), the
+adapted weights are scored on the query set, and the outer gradient is averaged
 over tasks:
 
 * `maml`: exact gradient of the query loss w.r.t. the initial parameters, through the inner loop
@@ -37,7 +38,9 @@ tasks turns every convolution into a grouped one, which XLA's CPU backend runs v
 one task's activations are alive), `'unroll'` writes them out one after another in the program.
 All three compute the same mean. Defaults (`default_task_map`): 'unroll' on CPU (fastest steps
 at full width; BENCHMARKS.md, "Task mapping"), 'vmap' on GPU/TPU. 'map' is the choice when
-compile time or memory matter more than step time.
+compile time or memory matter more than step time. Neither the inner steps (without remat) nor
+'unroll' use an XLA loop because XLA's CPU convolutions, differentiated inside a loop body, run
+25-60x slower than outside one (BENCHMARKS.md, section 2).
 """
 
 from typing import Any, Callable, Mapping
@@ -167,11 +170,21 @@ def _inner_loop(apply_fn, params, batch_stats, inner_lr, support, *, steps, firs
     adapted = [p - lr * d for p, lr, d in zip(adapted, adapted_lrs, direction)]
     return (adapted, stats, opt_state), loss
 
-  if remat:
-    step = jax.checkpoint(step)
   carry = (adapted0, batch_stats, direction_fn.init(adapted0))
-  (adapted, batch_stats, _), losses = jax.lax.scan(step, carry, jnp.arange(steps))
-  return merge(adapted), batch_stats, losses
+  if remat:
+    # One XLA loop over rematerialised steps: one step's activations alive at a time.
+    (adapted, batch_stats, _), losses = jax.lax.scan(jax.checkpoint(step), carry,
+                                                     jnp.arange(steps))
+    return merge(adapted), batch_stats, losses
+  # Otherwise the steps are written out: XLA's CPU convolutions differentiated inside a loop
+  # body run 25-60x slower than outside one (BENCHMARKS.md, section 2); compile time grows
+  # with K.
+  losses = []
+  for i in range(steps):
+    carry, loss = step(carry, i)
+    losses.append(loss)
+  adapted, batch_stats, _ = carry
+  return merge(adapted), batch_stats, jnp.stack(losses)
 
 
 def inner_adapt(apply_fn: ApplyFn, variables: Mapping[str, Pytree], support: tuple, *,
@@ -184,7 +197,8 @@ def inner_adapt(apply_fn: ApplyFn, variables: Mapping[str, Pytree], support: tup
     apply_fn: `apply_fn(variables, x, train, rngs) -> (y, {'batch_stats': ...})`.
     variables: `{'params', 'batch_stats'}` (float pytrees; `batch_stats` may be `{}`).
     support: `(x (n, ...), y (n,))` of one task.
-    steps: K >= 1 inner steps (a Python int; the loop is a `lax.scan`).
+    steps: K >= 1 inner steps (a Python int; the steps are traced one after another, or as
+      one `lax.scan` with `remat`).
     inner_lr: scalar, `{'backbone': lr, 'head': lr}` or any prefix tree of the params (Meta-SGD:
       one array per parameter).
     first_order: stop gradients through the inner gradients (no effect on the values here).

@@ -19,17 +19,14 @@ from metaiqa_jax.preprocess import (READ_MAX_SIDE, InputSpec, eval_crops, eval_t
 _CROP_CONTEXT = 256 / 224
 
 
-# Scoring only runs forward passes: XLA's convolutions except at outputs of at most 7x7 pixels,
-# where the matmul form wins (`resnet.Conv`). Measured on the 2-core CPU, ResNet-18 at 224 px,
-# batch 32 (bench/score.py): 'auto' 22.7, 'xla' 22.9, 'matmul' 14.5 images/s; at 2x2 outputs
-# XLA's convolution is 50x slower than the matmul (bench/convs.py at 64 px).
-SCORING_CONV_IMPL = 'auto'
-
-
 @functools.lru_cache(maxsize=8)
 def _predict_fn(config: ModelConfig, dtype: Any, conv_impl: Optional[str]) -> Callable:
-  """`predict(variables, x (B, H, W, 3)) -> (B,)`, jitted once per model and input shape."""
-  model = config.create(dtype, conv_impl)
+  """`predict(variables, x (B, H, W, 3)) -> (B,)`, jitted once per model and input shape.
+
+  Forward passes only (grad_order 0): with 'auto' convolutions (the CPU default) each layer
+  runs in the form that is faster forward (`resnet.choose_conv_impl`).
+  """
+  model = config.create(dtype, conv_impl, grad_order=0)
   return jax.jit(lambda variables, x: model.apply(variables, x, train=False))
 
 
@@ -58,9 +55,8 @@ def score(variables, images_or_paths, *, model: Optional[MetaIQA] = None, batch_
     variables: `{'params', 'batch_stats'}` of a MetaIQA model (from `init_variables`,
       `load_torch_weights` or a checkpoint).
     images_or_paths: sequence of uint8/float `(H, W, 3)` arrays and/or image file paths.
-    model: the `MetaIQA` module (its dtype and `conv_impl` are used; a `conv_impl` of None is
-      `SCORING_CONV_IMPL` on CPU); None: built from the variables' shapes
-      (`infer_model_config`).
+    model: the `MetaIQA` module (its dtype and `conv_impl` are used); None: built from the
+      variables' shapes (`infer_model_config`).
     batch_size: images per device call (crops multiply it).
     image_size: model input side, pixels (224 in the paper).
     n_crops: 1: the whole image resized (the authors' test protocol); 2..10: the mean over
@@ -84,8 +80,6 @@ def score(variables, images_or_paths, *, model: Optional[MetaIQA] = None, batch_
     config, dtype, conv_impl = infer_model_config(variables), jax.numpy.float32, None
   else:
     config, dtype, conv_impl = model_config(model), model.dtype, model.conv_impl
-  on_cpu = jax.default_backend() == 'cpu'
-  conv_impl = SCORING_CONV_IMPL if conv_impl is None and on_cpu else conv_impl
   predict = _predict_fn(config, dtype, conv_impl)
   if inputs is not None:
     image_size, n_crops = inputs.image_size, inputs.num_views

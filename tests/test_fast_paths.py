@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from metaiqa_jax.models import create_model, init_variables, make_apply_fn
-from metaiqa_jax.models.resnet import (CONV_IMPLS, MATMUL_MAX_OUTPUT_PIXELS, Conv,
-                                       default_conv_impl, max_pool_3x3_s2)
+from metaiqa_jax.models.resnet import (CONV_IMPLS, Conv, choose_conv_impl, default_conv_impl,
+                                       max_pool_3x3_s2)
 
 # (in_hw, in_ch, features, kernel, stride, padding): every kind of conv in ResNet-18/50, at odd
 # sizes where the stride does not divide the padded input.
@@ -43,9 +43,9 @@ def _assert_close(actual, desired, rtol):
                              atol=rtol * np.abs(desired).max() + 1e-7)
 
 
-def _conv_and_inputs(shape, impl):
+def _conv_and_inputs(shape, impl, grad_order=1):
   hw, cin, features, k, s, p = shape
-  conv = Conv(features, k, s, p, impl=impl)
+  conv = Conv(features, k, s, p, impl=impl, grad_order=grad_order)
   x = jax.random.normal(jax.random.key(0), (2, hw, hw, cin), jnp.float32)
   return conv, x, conv.init(jax.random.key(1), x)
 
@@ -107,22 +107,38 @@ def test_unknown_impl_is_rejected():
     conv.init(jax.random.key(0), jnp.zeros((1, 4, 4, 2)))
 
 
-@pytest.mark.parametrize('in_hw,stride,expected', [(2, 1, 'matmul'), (14, 2, 'matmul'),
-                                                  (8, 1, 'xla'), (16, 2, 'xla')])
-def test_auto_takes_matmul_only_for_small_outputs(in_hw, stride, expected):
-  """'auto' is bit-identical to the implementation its output size selects."""
-  shape = (in_hw, 3, 4, 3, stride, 1)
+# (in_hw, kernel, stride, grad_order, expected form): the per-layer rule at its boundaries.
+AUTO_CASES = [(2, 3, 1, 0, 'matmul'),   # 2x2 output: the matmul form, whatever the use
+              (7, 3, 1, 1, 'matmul'),   # 7x7 output: still the matmul
+              (8, 3, 1, 0, 'xla'),      # 8x8 output, stride 1: XLA forward ...
+              (8, 3, 1, 1, 'xla'),      # ... and for training
+              (8, 3, 1, 2, 'matmul'),   # ... but the matmul when differentiated twice
+              (16, 3, 2, 0, 'matmul'),  # strided 3x3, 8x8 output: the matmul
+              (16, 1, 2, 1, 'matmul'),  # strided 1x1 (projection shortcut)
+              (17, 7, 2, 1, 'xla')]     # the 7x7/2 stem, 9x9 output: XLA
+
+
+@pytest.mark.parametrize('in_hw,kernel,stride,grad_order,expected', AUTO_CASES)
+def test_auto_follows_the_rule_bit_for_bit(in_hw, kernel, stride, grad_order, expected):
+  """'auto' computes exactly what the implementation `choose_conv_impl` names computes."""
+  shape = (in_hw, 3, 4, kernel, stride, kernel // 2)
+  out_hw = (in_hw + 2 * (kernel // 2) - kernel) // stride + 1
+  assert choose_conv_impl(kernel, stride, out_hw * out_hw, grad_order) == expected
   out = {}
   for impl in CONV_IMPLS:
-    conv, x, params = _conv_and_inputs(shape, impl)
+    conv, x, params = _conv_and_inputs(shape, impl, grad_order)
     out[impl] = np.asarray(jax.jit(conv.apply)(params, x))
-  assert (out['auto'].shape[1] * out['auto'].shape[2] <= MATMUL_MAX_OUTPUT_PIXELS) == (
-      expected == 'matmul')
   np.testing.assert_array_equal(out['auto'], out[expected])
+  assert not np.array_equal(out['xla'], out['matmul'])  # the two forms are distinguishable
+
+
+def test_grad_order_is_checked():
+  with pytest.raises(ValueError, match='grad_order must be one of .* got 3'):
+    create_model('resnet18', 0.125, grad_order=3)
 
 
 def test_defaults_per_backend():
-  assert default_conv_impl('cpu') == 'matmul'
+  assert default_conv_impl('cpu') == 'auto'
   assert default_conv_impl('gpu') == 'xla' and default_conv_impl('tpu') == 'xla'
 
 

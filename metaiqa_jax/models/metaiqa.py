@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from metaiqa_jax.models.resnet import BatchNorm, CONV_IMPLS, ResNet, STAGE_SIZES
+from metaiqa_jax.models.resnet import BatchNorm, CONV_IMPLS, GRAD_ORDERS, ResNet, STAGE_SIZES
 
 Variables = Mapping[str, Any]
 # apply_fn(variables, x, train, rngs) -> (scores (batch,), new model state {'batch_stats': ...}).
@@ -64,9 +64,11 @@ class MetaIQA(nn.Module):
   dropout_rate: float = 0.5
   dtype: Any = jnp.float32
   conv_impl: str | None = None
+  grad_order: int = 1
 
   def setup(self):
-    self.backbone = ResNet(self.arch, self.width, self.num_classes, self.dtype, self.conv_impl)
+    self.backbone = ResNet(self.arch, self.width, self.num_classes, self.dtype, self.conv_impl,
+                           self.grad_order)
     self.head = MetaIQAHead(tuple(self.head_features), self.dropout_rate)
 
   def __call__(self, x, train: bool = False):
@@ -85,20 +87,25 @@ class ModelConfig:
   def to_dict(self) -> dict:
     return dataclasses.asdict(self) | {'head_features': list(self.head_features)}
 
-  def create(self, dtype: Any = jnp.float32, conv_impl: str | None = None) -> 'MetaIQA':
-    """The module these settings describe (`create_model`); `dtype` and `conv_impl` are how it
-    runs, not part of its shapes."""
+  def create(self, dtype: Any = jnp.float32, conv_impl: str | None = None,
+             grad_order: int = 1) -> 'MetaIQA':
+    """The module these settings describe (`create_model`); `dtype`, `conv_impl` and
+    `grad_order` are how it runs, not part of its shapes."""
     return create_model(self.arch, self.width, self.num_classes, self.head_features,
-                        self.dropout_rate, dtype, conv_impl)
+                        self.dropout_rate, dtype, conv_impl, grad_order)
 
 
 def create_model(arch: str = 'resnet18', width: float = 1.0, num_classes: int = 1000,
                  head_features: Sequence[int] = (1024, 512), dropout_rate: float = 0.5,
-                 dtype: Any = jnp.float32, conv_impl: str | None = None) -> MetaIQA:
+                 dtype: Any = jnp.float32, conv_impl: str | None = None,
+                 grad_order: int = 1) -> MetaIQA:
   """Returns the MetaIQA module. Defaults are the paper's model (ResNet-18, 1000 logits).
 
-  `dtype` (compute dtype of the convolutions) and `conv_impl` ('xla' | 'matmul' | 'auto' |
-  None: the backend's default, see `resnet.Conv`) change how the model runs, not its parameters.
+  `dtype` (compute dtype of the convolutions), `conv_impl` ('xla' | 'matmul' | 'auto' | None:
+  the backend's default, see `resnet.Conv`) and `grad_order` (how many times the convolutions
+  are differentiated where the model runs: 0 scoring, 1 training, 2 second-order
+  meta-gradients through the backbone; 'auto' picks each layer's form for it) change how the
+  model runs, not its parameters.
   """
   if arch not in STAGE_SIZES:
     raise ValueError(f'unknown arch {arch!r}; expected one of {sorted(STAGE_SIZES)}')
@@ -106,8 +113,10 @@ def create_model(arch: str = 'resnet18', width: float = 1.0, num_classes: int = 
     raise ValueError(f'width must be positive, got {width}')
   if conv_impl not in (None, *CONV_IMPLS):
     raise ValueError(f'conv_impl must be one of {CONV_IMPLS} or None; got {conv_impl!r}')
+  if grad_order not in GRAD_ORDERS:
+    raise ValueError(f'grad_order must be one of {GRAD_ORDERS}; got {grad_order!r}')
   return MetaIQA(arch, float(width), int(num_classes), tuple(int(f) for f in head_features),
-                 float(dropout_rate), dtype, conv_impl)
+                 float(dropout_rate), dtype, conv_impl, grad_order)
 
 
 def model_config(model: MetaIQA) -> ModelConfig:

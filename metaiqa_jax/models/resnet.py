@@ -66,26 +66,45 @@ class BatchNorm(nn.Module):
 
 
 CONV_IMPLS = ('xla', 'matmul', 'auto')
-# 'auto' computes a convolution as a matmul when its output has at most this many pixels.
-# Measured per layer on the 2-core CPU (bench/convs.py, forward and first-order backward):
-# XLA's CPU convolution is 12-50x slower than the matmul form at 2x2 outputs (3x3 conv, 256-512
-# channels), 1.2-1.5x slower at 4x4 and 7x7, and 1.3-3x faster from 8x8 up (im2col copies 9x
-# the input there).
+GRAD_ORDERS = (0, 1, 2)
+# 'auto' computes a convolution as a matmul when its output has at most this many pixels (and
+# a strided convolution always, second-order use always; `choose_conv_impl`).
 MATMUL_MAX_OUTPUT_PIXELS = 7 * 7
 
 
-def default_conv_impl(platform: str | None = None) -> str:
-  """'matmul' on CPU, 'xla' elsewhere (GPU/TPU convolution libraries; not measured here).
+def choose_conv_impl(kernel: int, stride: int, output_pixels: int, grad_order: int) -> str:
+  """'matmul' or 'xla' for one convolution on CPU: the faster one for its shape and use.
 
-  On CPU, whole meta-steps (bench/meta_step.py, ResNet-18 width 1, 64 px, 2 tasks x (8+8),
-  K = 1) ran 4.4x (second order) and 3.2x (first order) faster with every convolution as a
-  matmul than with 'auto', and the second-order one 8.7x faster than with XLA's convolutions
-  alone: XLA's CPU convolution gradients (and their derivatives) are the bottleneck, beyond
-  what the per-layer timings show. Forward-only scoring picks its own implementation
-  (`metaiqa_jax.scoring`).
+  Args:
+    kernel, stride: the convolution's.
+    output_pixels: out_h * out_w.
+    grad_order: how many times the convolution is differentiated where it runs: 0 scoring
+      (forward only), 1 training (one backward pass), 2 a second-order meta-gradient that
+      differentiates the inner step's backward pass.
+
+  The rule, from a per-layer profile of ResNet-18 on the 2-core CPU (`bench/convs.py`, batch 8,
+  64 and 224 px inputs; BENCHMARKS.md section 2): differentiated twice, XLA's CPU convolution is
+  slower than the im2col matmul at every shape (2-5x from 7x7 outputs up, 40x at 2x2), so
+  second-order use is all matmul. For forward and first-order use the matmul form wins on
+  strided convolutions other than the stem (im2col copies each input pixel 9/4 times for a
+  3x3/2, a quarter of them for a 1x1/2) and on outputs of at most 7x7 pixels (1.35x forward and
+  1.8x forward + backward at 7x7, 55x at 2x2); XLA's convolution wins on the stride-1
+  convolutions of larger maps (2.8-3.6x forward at 28x28 and 56x56) and on the 7x7 stem
+  (im2col copies 49x the input). Summed over the network the rule is within 5% (64 px) and
+  equal (224 px) to choosing the faster form layer by layer.
   """
+  if grad_order >= 2:
+    return 'matmul'
+  if stride > 1 and kernel < 7:
+    return 'matmul'
+  return 'matmul' if output_pixels <= MATMUL_MAX_OUTPUT_PIXELS else 'xla'
+
+
+def default_conv_impl(platform: str | None = None) -> str:
+  """'auto' on CPU (per layer, `choose_conv_impl`), 'xla' elsewhere (GPU/TPU convolution
+  libraries; not measured here)."""
   platform = jax.default_backend() if platform is None else platform
-  return 'matmul' if platform == 'cpu' else 'xla'
+  return 'auto' if platform == 'cpu' else 'xla'
 
 
 class Conv(nn.Module):
@@ -97,8 +116,10 @@ class Conv(nn.Module):
     (`(batch, out_h, out_w, kernel * kernel * in_channels)`), times the kernel reshaped to
     `(kernel * kernel * in_channels, features)`. Its gradients are slices, pads and matrix
     products;
-  * 'auto': 'matmul' when the output has at most `MATMUL_MAX_OUTPUT_PIXELS` pixels, else 'xla';
+  * 'auto': per convolution, `choose_conv_impl(kernel, stride, output pixels, grad_order)`;
   * None: `default_conv_impl()` of the backend being traced for.
+  `grad_order` (0, 1, 2) is how many times the convolution will be differentiated (scoring,
+  training, second-order meta-gradient); only 'auto' reads it.
 
   Input `(batch, H, W, C)`; output `(batch, H', W', features)` in `dtype`, with
   `H' = (H + 2 * padding - kernel) // stride + 1`.
@@ -109,19 +130,22 @@ class Conv(nn.Module):
   padding: int = 0
   dtype: Dtype = jnp.float32
   impl: str | None = None
+  grad_order: int = 1
 
   @nn.compact
   def __call__(self, x):
     impl = default_conv_impl() if self.impl is None else self.impl
     if impl not in CONV_IMPLS:
       raise ValueError(f'conv impl must be one of {CONV_IMPLS} or None; got {impl!r}')
+    if self.grad_order not in GRAD_ORDERS:
+      raise ValueError(f'grad_order must be one of {GRAD_ORDERS}; got {self.grad_order!r}')
     k, s, p = self.kernel, self.stride, self.padding
     kernel = self.param('kernel', nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
                         (k, k, x.shape[-1], self.features), jnp.float32)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     out_h, out_w = (x.shape[1] + 2 * p - k) // s + 1, (x.shape[2] + 2 * p - k) // s + 1
     if impl == 'auto':
-      impl = 'matmul' if out_h * out_w <= MATMUL_MAX_OUTPUT_PIXELS else 'xla'
+      impl = choose_conv_impl(k, s, out_h * out_w, self.grad_order)
     if impl == 'xla':
       return jax.lax.conv_general_dilated(x, kernel, (s, s), ((p, p), (p, p)),
                                           dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
@@ -137,9 +161,9 @@ def max_pool_3x3_s2(x):
 
   The maximum of the 9 strided slices of the (-inf) padded input: the same values as
   `nn.max_pool`, and a backward pass of elementwise selects, where XLA's CPU backward of
-  `reduce_window` (select-and-scatter) is ~10x slower (BENCHMARKS.md). Gradients are the same
-  except between exactly tied window maxima (measure zero for real-valued inputs; a tie of ReLU
-  zeros carries no gradient either way).
+  `reduce_window` (select-and-scatter) is ~10x slower (BENCHMARKS.md, section 5). Gradients
+  are the same except between exactly tied window maxima (measure zero for real-valued inputs;
+  a tie of ReLU zeros carries no gradient either way).
   """
   x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
   out_h, out_w = (x.shape[1] - 3) // 2 + 1, (x.shape[2] - 3) // 2 + 1
@@ -148,8 +172,10 @@ def max_pool_3x3_s2(x):
   return functools.reduce(jnp.maximum, windows)
 
 
-def _conv(features, kernel, stride, padding, dtype, impl, name):
-  return Conv(features, kernel, stride, padding, dtype, impl, name=name)
+def _conv(parent, features, kernel, stride, padding, name):
+  """A `Conv` computed as `parent`'s dtype, conv_impl and grad_order say."""
+  return Conv(features, kernel, stride, padding, parent.dtype, parent.conv_impl,
+              parent.grad_order, name=name)
 
 
 class BasicBlock(nn.Module):
@@ -158,18 +184,18 @@ class BasicBlock(nn.Module):
   stride: int = 1
   dtype: Dtype = jnp.float32
   conv_impl: str | None = None
+  grad_order: int = 1
   expansion = 1
 
   @nn.compact
   def __call__(self, x, train: bool):
     residual = x
-    y = _conv(self.features, 3, self.stride, 1, self.dtype, self.conv_impl, 'conv1')(x)
+    y = _conv(self, self.features, 3, self.stride, 1, 'conv1')(x)
     y = nn.relu(BatchNorm(dtype=self.dtype, name='bn1')(y, train))
-    y = _conv(self.features, 3, 1, 1, self.dtype, self.conv_impl, 'conv2')(y)
+    y = _conv(self, self.features, 3, 1, 1, 'conv2')(y)
     y = BatchNorm(dtype=self.dtype, name='bn2')(y, train)
     if residual.shape != y.shape:
-      residual = _conv(self.features, 1, self.stride, 0, self.dtype, self.conv_impl,
-                       'downsample_conv')(x)
+      residual = _conv(self, self.features, 1, self.stride, 0, 'downsample_conv')(x)
       residual = BatchNorm(dtype=self.dtype, name='downsample_bn')(residual, train)
     return nn.relu(y + residual)
 
@@ -180,20 +206,20 @@ class Bottleneck(nn.Module):
   stride: int = 1
   dtype: Dtype = jnp.float32
   conv_impl: str | None = None
+  grad_order: int = 1
   expansion = 4
 
   @nn.compact
   def __call__(self, x, train: bool):
     residual = x
-    y = _conv(self.features, 1, 1, 0, self.dtype, self.conv_impl, 'conv1')(x)
+    y = _conv(self, self.features, 1, 1, 0, 'conv1')(x)
     y = nn.relu(BatchNorm(dtype=self.dtype, name='bn1')(y, train))
-    y = _conv(self.features, 3, self.stride, 1, self.dtype, self.conv_impl, 'conv2')(y)
+    y = _conv(self, self.features, 3, self.stride, 1, 'conv2')(y)
     y = nn.relu(BatchNorm(dtype=self.dtype, name='bn2')(y, train))
-    y = _conv(self.features * 4, 1, 1, 0, self.dtype, self.conv_impl, 'conv3')(y)
+    y = _conv(self, self.features * 4, 1, 1, 0, 'conv3')(y)
     y = BatchNorm(dtype=self.dtype, name='bn3')(y, train)
     if residual.shape != y.shape:
-      residual = _conv(self.features * 4, 1, self.stride, 0, self.dtype, self.conv_impl,
-                       'downsample_conv')(x)
+      residual = _conv(self, self.features * 4, 1, self.stride, 0, 'downsample_conv')(x)
       residual = BatchNorm(dtype=self.dtype, name='downsample_bn')(residual, train)
     return nn.relu(y + residual)
 
@@ -212,12 +238,15 @@ class ResNet(nn.Module):
     num_classes: size of `fc` (1000 for ImageNet weights, as MetaIQA keeps it).
     dtype: compute dtype of convolutions (parameters stay float32).
     conv_impl: 'xla' | 'matmul' | 'auto' | None (`Conv`; the parameters do not depend on it).
+    grad_order: 0 | 1 | 2, how many times the convolutions are differentiated where the model
+      runs (`Conv`; read by 'auto' only).
   """
   arch: str = 'resnet18'
   width: float = 1.0
   num_classes: int = 1000
   dtype: Dtype = jnp.float32
   conv_impl: str | None = None
+  grad_order: int = 1
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -226,13 +255,13 @@ class ResNet(nn.Module):
     block_cls = Bottleneck if self.arch == 'resnet50' else BasicBlock
     x = x.astype(self.dtype)
     channels = stage_channels(self.width)
-    x = _conv(channels[0], 7, 2, 3, self.dtype, self.conv_impl, 'conv1')(x)
+    x = _conv(self, channels[0], 7, 2, 3, 'conv1')(x)
     x = nn.relu(BatchNorm(dtype=self.dtype, name='bn1')(x, train))
     x = max_pool_3x3_s2(x)
     for stage, (blocks, features) in enumerate(zip(STAGE_SIZES[self.arch], channels)):
       for block in range(blocks):
         stride = 2 if stage > 0 and block == 0 else 1
-        x = block_cls(features, stride, self.dtype, self.conv_impl,
+        x = block_cls(features, stride, self.dtype, self.conv_impl, self.grad_order,
                       name=f'layer{stage + 1}_{block}')(x, train)
     x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     return nn.Dense(self.num_classes, dtype=jnp.float32, name='fc')(x)

@@ -51,11 +51,14 @@ def open_source(name: str, root: str, config_key: str, **kwargs):
     raise DatasetError(f'{config_key} {name!r} (root {root!r}): {e}') from e
 
 
-def build_model(model_config: ml_collections.ConfigDict) -> models.MetaIQA:
-  """The MetaIQA module a config's `model` section describes."""
+def build_model(model_config: ml_collections.ConfigDict, grad_order: int = 1) -> models.MetaIQA:
+  """The MetaIQA module a config's `model` section describes, for a use that differentiates
+  its convolutions `grad_order` times (0 scoring, 1 training, 2 second-order MAML through the
+  backbone; `models.create_model`)."""
   return models.create_model(model_config.arch, model_config.width, model_config.num_classes,
                              tuple(model_config.head_features), model_config.dropout_rate,
-                             DTYPES[model_config.dtype], model_config.conv_impl or None)
+                             DTYPES[model_config.dtype], model_config.conv_impl or None,
+                             grad_order)
 
 
 def input_spec(data_config: ml_collections.ConfigDict) -> preprocess.InputSpec:

@@ -30,10 +30,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, source=None) ->
   inputs = common.input_spec(config.data)
   if os.path.isdir(config.model.init):
     model_config, variables = checkpoints.restore_variables(config.model.init)
-    model = model_config.create(common.DTYPES[config.model.dtype], config.model.conv_impl or None)
+    model = model_config.create(common.DTYPES[config.model.dtype], config.model.conv_impl or None,
+                                grad_order=0)
     inputs = checkpoints.stored_inputs(config.model.init) or inputs
   else:
-    model = common.build_model(config.model)
+    model = common.build_model(config.model, grad_order=0)
     variables = common.initial_variables(model, config.model.init, jax.random.key(0),
                                          config.data.image_size)
   predict = supervised.make_predict(models.make_apply_fn(model))

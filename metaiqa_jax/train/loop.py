@@ -9,8 +9,8 @@ result as an uninterrupted one.
 SIGTERM (what Slurm, Kubernetes and TPU/GCE preemption send first) is handled gracefully: the
 step in flight finishes, its state is checkpointed and flushed to disk, and `common.Preempted`
 is raised (the launch exits with status 143). In a multi-process run the processes agree after
-every step whether any of them got the signal, so all stop after the same step. SIGKILL cannot be caught; the run then resumes
-from the last checkpoint that was complete on disk.
+every step whether any of them got the signal, so all stop after the same step. SIGKILL cannot
+be caught; the run then resumes from the last checkpoint that was complete on disk.
 
 The checkpointer and the logs are closed however the loop ends; a checkpoint or log line that
 cannot be written (full disk, lost permission) stops it with `storage.StorageError`.

@@ -35,7 +35,7 @@ def meta_train(config: ml_collections.ConfigDict, workdir: str, *,
   workdir = checkpoints.ensure_writable(workdir)
   common.maybe_initialize_distributed(config.distributed)
   primary = jax.process_index() == 0
-  model = common.build_model(config.model)
+  model = common.build_model(config.model, grad_order=setup.conv_grad_order(config.meta))
   apply_fn = models.make_apply_fn(model)
   source = setup.meta_source(config.data) if source is None else source
   if config.data.verify_images:

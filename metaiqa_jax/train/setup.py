@@ -41,6 +41,15 @@ def task_types(metadata, held_out) -> list[int]:
   return [t for t in present if t not in set(held_out)]
 
 
+def conv_grad_order(meta_config) -> int:
+  """How many times meta-training differentiates the backbone's convolutions (what 'auto'
+  convolutions choose their form by, `models.create_model`): 2 for second-order MAML whose
+  inner step adapts the backbone; 1 for first-order algorithms and for an inner step on the
+  head only (the backbone's features then enter the inner gradient, and the outer gradient
+  goes through the backbone once)."""
+  return 2 if meta_config.algorithm == 'maml' and meta_config.adapt == 'all' else 1
+
+
 def inner_lrs(meta_config) -> dict:
   """Per-group inner learning rates: backbone and head, as the authors' code."""
   return {'backbone': meta_config.inner_lr, 'head': meta_config.inner_lr_head}
