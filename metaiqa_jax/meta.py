@@ -43,6 +43,7 @@ compile time or memory matter more than step time. Neither the inner steps (with
 25-60x slower than outside one (BENCHMARKS.md, section 2).
 """
 
+import dataclasses
 from typing import Any, Callable, Mapping
 
 import flax.struct
@@ -124,67 +125,90 @@ def broadcast_inner_lr(inner_lr: Any, params: Pytree) -> Pytree:
                      f'keys {top}); got {jax.tree.structure(inner_lr)}: {e}') from e
 
 
-def _inner_loop(apply_fn, params, batch_stats, inner_lr, support, *, steps, first_order, adapt,
-                rng, loss_fn, remat, inner_optimizer, batch_norm='task'):
-  """K support steps. Returns (adapted params, batch_stats, support losses (K,) before each).
+@dataclasses.dataclass(frozen=True)
+class InnerLoop:
+  """How one task's support set adapts the weights: built once from the inner-loop settings of
+  `inner_adapt` / `meta_grad` / `make_meta_step` (arguments of the same names there).
 
-  `batch_norm` 'task': training mode (the support set's own batch statistics, running ones
-  updated); 'shared': evaluation mode with `batch_stats` (left unchanged).
+  Attributes:
+    steps: K >= 1 gradient steps (written out one after another; one `lax.scan` with `remat`).
+    adapt: which parameters change: 'all' | 'head' | predicate(path) -> bool.
+    first_order: stop gradients through the inner gradients.
+    loss_fn: `loss_fn(pred (n,), y (n,)) -> scalar`.
+    remat: rematerialise each step (`jax.checkpoint`).
+    optimizer: 'sgd' | 'adam' (fresh state per task).
+    batch_norm: 'task' (training mode: the support set's own statistics, running ones updated)
+      | 'shared' (evaluation mode with the given statistics, left unchanged).
   """
-  if batch_norm not in BATCH_NORMS:
-    raise ValueError(f'batch_norm must be one of {BATCH_NORMS}; got {batch_norm!r}')
-  train = batch_norm == 'task'
-  if steps < 1:
-    raise ValueError(f'inner steps must be >= 1, got {steps}')
-  if inner_optimizer not in INNER_OPTIMIZERS:
-    raise ValueError(f'inner_optimizer must be one of {INNER_OPTIMIZERS}; got {inner_optimizer!r}')
-  x, y = support
-  leaves, treedef = jax.tree.flatten(params)
-  mask = treedef.flatten_up_to(adapt_mask(params, adapt))
-  lrs = treedef.flatten_up_to(broadcast_inner_lr(inner_lr, params))
-  adapted0 = [leaf for leaf, m in zip(leaves, mask) if m]
-  frozen = [leaf for leaf, m in zip(leaves, mask) if not m]
-  adapted_lrs = [lr for lr, m in zip(lrs, mask) if m]
+  steps: int
+  adapt: AdaptSpec = 'all'
+  first_order: bool = False
+  loss_fn: LossFn = mse
+  remat: bool = False
+  optimizer: str = 'sgd'
+  batch_norm: str = 'task'
 
-  def merge(adapted):
-    adapted_it, frozen_it = iter(adapted), iter(frozen)
-    return treedef.unflatten([next(adapted_it) if m else next(frozen_it) for m in mask])
+  def __post_init__(self):
+    if self.batch_norm not in BATCH_NORMS:
+      raise ValueError(f'batch_norm must be one of {BATCH_NORMS}; got {self.batch_norm!r}')
+    if self.steps < 1:
+      raise ValueError(f'inner steps must be >= 1, got {self.steps}')
+    if self.optimizer not in INNER_OPTIMIZERS:
+      raise ValueError(f'inner_optimizer must be one of {INNER_OPTIMIZERS}; '
+                       f'got {self.optimizer!r}')
 
-  def support_loss(adapted, stats, key):
-    rngs = None if key is None else {'dropout': key}
-    pred, state = apply_fn({'params': merge(adapted), 'batch_stats': stats}, x, train, rngs)
-    return loss_fn(pred, y), state['batch_stats']
+  def run(self, apply_fn, params, batch_stats, inner_lr, support, rng):
+    """K support steps from `params`. Returns (adapted params, batch_stats, support losses (K,)
+    before each step); `rng` a dropout key (step i uses `fold_in(rng, i)`) or None."""
+    train = self.batch_norm == 'task'
+    x, y = support
+    leaves, treedef = jax.tree.flatten(params)
+    mask = treedef.flatten_up_to(adapt_mask(params, self.adapt))
+    lrs = treedef.flatten_up_to(broadcast_inner_lr(inner_lr, params))
+    adapted0 = [leaf for leaf, m in zip(leaves, mask) if m]
+    frozen = [leaf for leaf, m in zip(leaves, mask) if not m]
+    adapted_lrs = [lr for lr, m in zip(lrs, mask) if m]
 
-  if inner_optimizer == 'adam':
-    direction_fn = optax.scale_by_adam(eps_root=0.0 if first_order else INNER_ADAM_EPS_ROOT)
-  else:
-    direction_fn = optax.identity()
+    def merge(adapted):
+      adapted_it, frozen_it = iter(adapted), iter(frozen)
+      return treedef.unflatten([next(adapted_it) if m else next(frozen_it) for m in mask])
 
-  def step(carry, i):
-    adapted, stats, opt_state = carry
-    key = None if rng is None else jax.random.fold_in(rng, i)
-    (loss, stats), grads = jax.value_and_grad(support_loss, has_aux=True)(adapted, stats, key)
-    if first_order:
-      grads = jax.lax.stop_gradient(grads)
-    direction, opt_state = direction_fn.update(grads, opt_state)
-    adapted = [p - lr * d for p, lr, d in zip(adapted, adapted_lrs, direction)]
-    return (adapted, stats, opt_state), loss
+    def support_loss(adapted, stats, key):
+      rngs = None if key is None else {'dropout': key}
+      pred, state = apply_fn({'params': merge(adapted), 'batch_stats': stats}, x, train, rngs)
+      return self.loss_fn(pred, y), state['batch_stats']
 
-  carry = (adapted0, batch_stats, direction_fn.init(adapted0))
-  if remat:
-    # One XLA loop over rematerialised steps: one step's activations alive at a time.
-    (adapted, batch_stats, _), losses = jax.lax.scan(jax.checkpoint(step), carry,
-                                                     jnp.arange(steps))
-    return merge(adapted), batch_stats, losses
-  # Otherwise the steps are written out: XLA's CPU convolutions differentiated inside a loop
-  # body run 25-60x slower than outside one (BENCHMARKS.md, section 2); compile time grows
-  # with K.
-  losses = []
-  for i in range(steps):
-    carry, loss = step(carry, i)
-    losses.append(loss)
-  adapted, batch_stats, _ = carry
-  return merge(adapted), batch_stats, jnp.stack(losses)
+    if self.optimizer == 'adam':
+      direction_fn = optax.scale_by_adam(
+          eps_root=0.0 if self.first_order else INNER_ADAM_EPS_ROOT)
+    else:
+      direction_fn = optax.identity()
+
+    def step(carry, i):
+      adapted, stats, opt_state = carry
+      key = None if rng is None else jax.random.fold_in(rng, i)
+      (loss, stats), grads = jax.value_and_grad(support_loss, has_aux=True)(adapted, stats, key)
+      if self.first_order:
+        grads = jax.lax.stop_gradient(grads)
+      direction, opt_state = direction_fn.update(grads, opt_state)
+      adapted = [p - lr * d for p, lr, d in zip(adapted, adapted_lrs, direction)]
+      return (adapted, stats, opt_state), loss
+
+    carry = (adapted0, batch_stats, direction_fn.init(adapted0))
+    if self.remat:
+      # One XLA loop over rematerialised steps: one step's activations alive at a time.
+      (adapted, batch_stats, _), losses = jax.lax.scan(jax.checkpoint(step), carry,
+                                                       jnp.arange(self.steps))
+      return merge(adapted), batch_stats, losses
+    # Otherwise the steps are written out: XLA's CPU convolutions differentiated inside a loop
+    # body run 25-60x slower than outside one (BENCHMARKS.md, section 2); compile time grows
+    # with K.
+    losses = []
+    for i in range(self.steps):
+      carry, loss = step(carry, i)
+      losses.append(loss)
+    adapted, batch_stats, _ = carry
+    return merge(adapted), batch_stats, jnp.stack(losses)
 
 
 def inner_adapt(apply_fn: ApplyFn, variables: Mapping[str, Pytree], support: tuple, *,
@@ -215,10 +239,9 @@ def inner_adapt(apply_fn: ApplyFn, variables: Mapping[str, Pytree], support: tup
   Returns:
     `{'params': adapted, 'batch_stats': running statistics after the K steps}`.
   """
-  params, stats, _ = _inner_loop(apply_fn, variables['params'], variables.get('batch_stats', {}),
-                                 inner_lr, support, steps=steps, first_order=first_order,
-                                 adapt=adapt, rng=rng, loss_fn=loss_fn, remat=remat,
-                                 inner_optimizer=inner_optimizer, batch_norm=batch_norm)
+  loop = InnerLoop(steps, adapt, first_order, loss_fn, remat, inner_optimizer, batch_norm)
+  params, stats, _ = loop.run(apply_fn, variables['params'], variables.get('batch_stats', {}),
+                              inner_lr, support, rng)
   return {'params': params, 'batch_stats': stats}
 
 
@@ -291,10 +314,10 @@ def _batch_statistics(apply_fn, variables, images, rng):
   return batch, updated
 
 
-def _meta_grad_keys(apply_fn, variables, tasks, task_keys, *, inner_steps, inner_lr, algorithm,
-                    task_map, adapt, loss_fn, remat, inner_optimizer, learn_inner_lr,
-                    batch_norm='task'):
-  """`meta_grad` with one dropout key per task (`task_keys` (tasks, ...) or None)."""
+def _meta_grad_keys(apply_fn, variables, tasks, task_keys, inner_lr, *, loop: InnerLoop,
+                    algorithm, task_map, learn_inner_lr):
+  """`meta_grad` with one dropout key per task (`task_keys` (tasks, ...) or None); `loop` says
+  how each task adapts (its `first_order` must be `algorithm != 'maml'`)."""
   if algorithm not in ALGORITHMS:
     raise ValueError(f'algorithm must be one of {ALGORITHMS}; got {algorithm!r}')
   if learn_inner_lr and algorithm == 'reptile':
@@ -303,17 +326,12 @@ def _meta_grad_keys(apply_fn, variables, tasks, task_keys, *, inner_steps, inner
   num_tasks = _check_tasks(tasks)
   task_map = default_task_map() if task_map is None else task_map
   params, batch_stats = variables['params'], variables.get('batch_stats', {})
-  if batch_norm == 'shared':
+  if loop.batch_norm == 'shared':
     if algorithm == 'reptile':
       raise ValueError("batch_norm='shared' needs a query gradient: use algorithm='maml' or "
                        "'fomaml', not 'reptile'")
-    return _shared_meta_grad(apply_fn, variables, tasks, task_keys, inner_steps=inner_steps,
-                             inner_lr=inner_lr, first_order=algorithm == 'fomaml',
-                             task_map=task_map, adapt=adapt, loss_fn=loss_fn, remat=remat,
-                             inner_optimizer=inner_optimizer, learn_inner_lr=learn_inner_lr)
-  first_order = algorithm != 'maml'
-  loop = dict(steps=inner_steps, first_order=first_order, adapt=adapt, loss_fn=loss_fn,
-              remat=remat, inner_optimizer=inner_optimizer)
+    return _shared_meta_grad(apply_fn, variables, tasks, task_keys, inner_lr, loop=loop,
+                             task_map=task_map, learn_inner_lr=learn_inner_lr)
 
   def one_task(task):
     (xs, ys), (xq, yq), key = task['support'], task['query'], task['key']
@@ -321,10 +339,10 @@ def _meta_grad_keys(apply_fn, variables, tasks, task_keys, *, inner_steps, inner
     query_rngs = None if key is None else {'dropout': jax.random.fold_in(key, 1)}
 
     def query_loss(params, lr):
-      adapted, stats, inner_losses = _inner_loop(apply_fn, params, batch_stats, lr, (xs, ys),
-                                                 rng=support_key, **loop)
+      adapted, stats, inner_losses = loop.run(apply_fn, params, batch_stats, lr, (xs, ys),
+                                              support_key)
       pred, state = apply_fn({'params': adapted, 'batch_stats': stats}, xq, True, query_rngs)
-      return loss_fn(pred, yq), (adapted, state['batch_stats'], inner_losses)
+      return loop.loss_fn(pred, yq), (adapted, state['batch_stats'], inner_losses)
 
     out = {}
     if algorithm == 'reptile':
@@ -351,9 +369,8 @@ def _meta_grad_keys(apply_fn, variables, tasks, task_keys, *, inner_steps, inner
   return mean['loss'], mean['grads'], aux
 
 
-def _shared_meta_grad(apply_fn, variables, tasks, task_keys, *, inner_steps, inner_lr,
-                      first_order, task_map, adapt, loss_fn, remat, inner_optimizer,
-                      learn_inner_lr):
+def _shared_meta_grad(apply_fn, variables, tasks, task_keys, inner_lr, *, loop: InnerLoop,
+                      task_map, learn_inner_lr):
   """`meta_grad` with batch_norm='shared' (maml or fomaml).
 
   The statistics of the pooled meta-batch are computed inside the differentiated function, so
@@ -363,8 +380,6 @@ def _shared_meta_grad(apply_fn, variables, tasks, task_keys, *, inner_steps, inn
   num_tasks = _check_tasks(tasks)
   images = _pooled_images(tasks)
   stats_key = None if task_keys is None else jax.random.fold_in(task_keys[0], 2)
-  loop = dict(steps=inner_steps, first_order=first_order, adapt=adapt, loss_fn=loss_fn,
-              remat=remat, inner_optimizer=inner_optimizer, batch_norm='shared')
 
   def mean_query_loss(params, lr):
     batch, updated = _batch_statistics(apply_fn, variables | {'params': params}, images,
@@ -373,10 +388,9 @@ def _shared_meta_grad(apply_fn, variables, tasks, task_keys, *, inner_steps, inn
     def one_task(task):
       (xs, ys), (xq, yq), key = task['support'], task['query'], task['key']
       support_key = None if key is None else jax.random.fold_in(key, 0)
-      adapted, _, inner_losses = _inner_loop(apply_fn, params, batch, lr, (xs, ys),
-                                             rng=support_key, **loop)
+      adapted, _, inner_losses = loop.run(apply_fn, params, batch, lr, (xs, ys), support_key)
       pred, _ = apply_fn({'params': adapted, 'batch_stats': batch}, xq, False)
-      return {'loss': loss_fn(pred, yq), 'inner_losses': inner_losses}
+      return {'loss': loop.loss_fn(pred, yq), 'inner_losses': inner_losses}
 
     per_task = {'support': tuple(tasks['support']), 'query': tuple(tasks['query']),
                 'key': task_keys}
@@ -429,10 +443,10 @@ def meta_grad(apply_fn: ApplyFn, variables: Mapping[str, Pytree], tasks: Mapping
   """
   num_tasks = _check_tasks(tasks)
   task_keys = None if rng is None else jax.random.split(rng, num_tasks)
-  return _meta_grad_keys(apply_fn, variables, tasks, task_keys, inner_steps=inner_steps,
-                         inner_lr=inner_lr, algorithm=algorithm, task_map=task_map, adapt=adapt,
-                         loss_fn=loss_fn, remat=remat, inner_optimizer=inner_optimizer,
-                         learn_inner_lr=learn_inner_lr, batch_norm=batch_norm)
+  loop = InnerLoop(inner_steps, adapt, algorithm != 'maml', loss_fn, remat, inner_optimizer,
+                   batch_norm)
+  return _meta_grad_keys(apply_fn, variables, tasks, task_keys, inner_lr, loop=loop,
+                         algorithm=algorithm, task_map=task_map, learn_inner_lr=learn_inner_lr)
 
 
 class MetaTrainState(flax.struct.PyTreeNode):
@@ -507,16 +521,16 @@ def make_meta_step(apply_fn: ApplyFn, tx: optax.GradientTransformation, *, inner
   parallel.mesh_axis(mesh)
   if task_map is None:
     task_map = default_task_map(mesh.devices.flat[0].platform)
+  loop = InnerLoop(inner_steps, adapt, algorithm != 'maml', loss_fn, remat, inner_optimizer,
+                   batch_norm)
 
   def device_mean(replicated, per_task):
     params, batch_stats, lr = replicated
     learn = lr is not None
-    loss, grads, aux = _meta_grad_keys(
-        apply_fn, {'params': params, 'batch_stats': batch_stats}, per_task['tasks'],
-        per_task['keys'], inner_steps=inner_steps, inner_lr=lr if learn else inner_lr,
-        algorithm=algorithm, task_map=task_map, adapt=adapt, loss_fn=loss_fn, remat=remat,
-        inner_optimizer=inner_optimizer, learn_inner_lr=learn, batch_norm=batch_norm)
-    return loss, grads, aux
+    return _meta_grad_keys(apply_fn, {'params': params, 'batch_stats': batch_stats},
+                           per_task['tasks'], per_task['keys'], lr if learn else inner_lr,
+                           loop=loop, algorithm=algorithm, task_map=task_map,
+                           learn_inner_lr=learn)
 
   sharded_mean = parallel.mean_over_task_shards(device_mean, mesh)
 

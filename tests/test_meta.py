@@ -349,6 +349,17 @@ def test_bad_arguments_raise_clear_errors(cnn_problem):
                    inner_steps=1, inner_lr=0.1)
 
 
+@pytest.mark.parametrize('settings, message', [
+    ({'inner_steps': 0}, 'inner steps must be >= 1, got 0'),
+    ({'inner_steps': 1, 'inner_optimizer': 'lbfgs'}, "inner_optimizer must be one of .* 'lbfgs'"),
+    ({'inner_steps': 1, 'batch_norm': 'group'}, "batch_norm must be one of .* 'group'")])
+def test_inner_loop_settings_are_refused_when_the_step_is_made(settings, message):
+  """The inner-loop settings are checked once, by `make_meta_step`, before anything compiles."""
+  tx = optim.make_optimizer(lr=1e-2)
+  with pytest.raises(ValueError, match=message):
+    meta.make_meta_step(cnn_apply, tx, inner_lr=0.1, **settings)
+
+
 # ---------------------------------------------------------------- outer optimiser and step
 
 def test_outer_optimizer_groups():
