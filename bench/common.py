@@ -1,8 +1,9 @@
 """Shared pieces of the benchmarks: timing, the machine's measured peak, result files, tables.
 
 Every benchmark writes `bench/results/NAME.json`, a list of rows
-`{metric, ours, peer, ratio, unit, shape}` (ratio > 1: we are better), plus a `machine` row
-(`unit` 'info') recording where and under which load it ran.
+`{metric, ours, peer, ratio, unit, shape}` (ratio > 1: we are better; rows timed in interleaved
+rounds add `ratio_range` and `rounds`), plus a `machine` row (`unit` 'info') recording where and
+under which load it ran.
 """
 
 import json
@@ -46,6 +47,37 @@ def best_of(fn, repeats: int, rounds: int = 3) -> float:
       fn()
     means.append((time.perf_counter() - start) / repeats)
   return min(means)
+
+
+def interleave(runs, rounds: int, repeats: int) -> dict[str, list[float]]:
+  """Seconds per call of each warm `runs[name]()`, measured in turns.
+
+  Round r times `repeats` calls of every run, one run after the other (A, B, A, B, ...), so a
+  change in the machine's load between rounds hits ours and the peer alike. Returns
+  {name: [mean seconds per call in round 1, round 2, ...]}. Each `fn` must block until done.
+  """
+  seconds = {name: [] for name in runs}
+  for _ in range(rounds):
+    for name, fn in runs.items():
+      start = time.perf_counter()
+      for _ in range(repeats):
+        fn()
+      seconds[name].append((time.perf_counter() - start) / repeats)
+  return seconds
+
+
+def interleaved_row(metric, items: float, ours_s, peer_s, unit, shape) -> dict:
+  """A throughput row from interleaved rounds (`interleave`): `items` per call over the median
+  of each side's seconds per call; `ratio` is the median of the per-round ratios (ours / peer
+  throughput), `ratio_range` their [min, max] and `rounds` how many rounds there were."""
+  import statistics
+  result = row(metric, items / statistics.median(ours_s),
+               peer_s and items / statistics.median(peer_s), unit, shape)
+  if peer_s:
+    ratios = [p / o for o, p in zip(ours_s, peer_s)]
+    result |= {'ratio': statistics.median(ratios), 'ratio_range': [min(ratios), max(ratios)],
+               'rounds': len(ratios)}
+  return result
 
 
 def jax_peak_flops(n: int = 2048, repeats: int = 5) -> float:
@@ -131,10 +163,12 @@ def row(metric, ours, peer, unit, shape, higher_is_better=True) -> dict:
 
 def print_rows(rows) -> None:
   fmt = lambda v: '-' if v is None else (f'{v:.4g}' if isinstance(v, float) else str(v))
+  spread = lambda r: (f" (rounds {r['ratio_range'][0]:.3g}-{r['ratio_range'][1]:.3g})"
+                      if r.get('ratio_range') else '')
   print(f"{'metric':<42} {'ours':>10} {'peer':>10} {'ratio':>6} {'unit':<8} shape")
   for r in rows:
     print(f"{r['metric']:<42} {fmt(r['ours']):>10} {fmt(r['peer']):>10} {fmt(r['ratio']):>6} "
-          f"{r['unit']:<8} {r['shape']}", flush=True)
+          f"{r['unit']:<8} {r['shape']}{spread(r)}", flush=True)
 
 
 def write_rows(name: str, rows, append: bool = False, out: str | None = None) -> pathlib.Path:

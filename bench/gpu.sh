@@ -1,31 +1,38 @@
 #!/usr/bin/env bash
 # GPU benchmarks in one command, sized for 15 minutes of one H100/H200. NOT RUN YET: no
-# accelerator was lent to the session that wrote it (see BENCHMARKS.md).
+# accelerator was lent to the sessions that wrote it (see BENCHMARKS.md, section 6).
 #
 # Needs, on the GPU machine: this package installed (`pip install -e .`), jax with CUDA, and for
-# the PyTorch peers a CUDA build of torch (peers are skipped when torch is missing or sees no
-# GPU). Writes bench/results/gpu_*.json and gpu_machine.txt; prints every table.
+# the PyTorch peers a CUDA build of torch (the peers are skipped by score.py and train_step.py
+# with --no-torch; meta_step.py's interleaved rounds need torch). Writes
+# bench/results/gpu_*.json and gpu_machine.txt; prints every table.
 #
 #   PYTHON=/path/to/venv/bin/python bench/gpu.sh
 #
-# Measures: scoring images/s at 224 px, batch 1/32/128, float32 and bfloat16, JAX vs torch
-# (NCHW and channels_last); second-order meta-step tasks/s JAX vs torch at 224 px, full width,
-# and our scaling with the task count (2 and 8 tasks) under task_map vmap vs unroll; first-order
-# (fomaml, reptile) tasks/s. Each part has its own time limit so one slow part cannot eat the
-# others' budget.
+# Measures, ours and the peer alternating in one process (median ratio and its range):
+#   - scoring images/s at 224 px, batch 1/32/128, float32 and bfloat16 (torch NCHW and
+#     channels_last, bf16 under autocast);
+#   - a fine-tuning step at 224 px, batch 16 (torch NCHW and channels_last);
+#   - second-order meta-steps at 224 px, full width, 2 and 8 tasks, task_map vmap vs map vs
+#     unroll, float32 and bfloat16: tasks/s, XLA's buffer plan and torch's peak GPU memory;
+#   - first-order (fomaml, reptile) at 8 tasks.
+# Each part has its own time limit so that one slow part cannot eat the others' budget.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 OUT=bench/results
-export XLA_PYTHON_CLIENT_PREALLOCATE=false  # JAX and torch share the GPU in bench/score.py.
+export XLA_PYTHON_CLIENT_PREALLOCATE=false  # JAX and torch share the GPU.
 mkdir -p "$OUT"
 "$PY" -c "import jax; assert jax.default_backend() == 'gpu', jax.devices(); print(jax.devices())" \
   || { echo 'jax sees no GPU: install jax[cuda12] (or cuda13) first' >&2; exit 1; }
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; uptime; } \
   | tee "$OUT/gpu_machine.txt"
-timeout 200 "$PY" bench/score.py --batches 1 32 128 --dtypes float32 bfloat16 --conv-impls xla \
-  --repeats 20 --out "$OUT/gpu_score.json"
+timeout 150 "$PY" bench/score.py --batches 1 32 128 --dtypes float32 bfloat16 --conv-impls '' \
+  --rounds 3 --repeats 20 --out "$OUT/gpu_score.json"
+timeout 90 "$PY" bench/train_step.py --batch 16 --rounds 3 --repeats 10 \
+  --out "$OUT/gpu_train_step.json"
 timeout 420 "$PY" bench/meta_step.py --widths 1 --sizes 224 --tasks 2 8 --steps 1 \
-  --algorithms maml --task-maps vmap unroll --repeats 5 --out "$OUT/gpu_meta_step.json"
-timeout 200 "$PY" bench/meta_step.py --widths 1 --sizes 224 --tasks 8 --steps 1 \
-  --algorithms fomaml reptile --repeats 5 --append --out "$OUT/gpu_meta_step.json"
+  --algorithms maml --task-maps vmap map unroll --dtypes float32 bfloat16 --rounds 3 \
+  --repeats 5 --out "$OUT/gpu_meta_step.json"
+timeout 150 "$PY" bench/meta_step.py --widths 1 --sizes 224 --tasks 8 --steps 1 \
+  --algorithms fomaml reptile --rounds 3 --repeats 5 --append --out "$OUT/gpu_meta_step.json"

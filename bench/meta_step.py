@@ -24,8 +24,15 @@ Also reports the machine's float32 matmul peak (measured at the start of the run
 K = 1, the fraction of it the meta-step reaches (FLOPs counted by XLA's `cost_analysis()` of
 the meta-gradient before optimisation).
 
+Speed with `--rounds N`: ours and the peer are built in one process and timed in N
+alternating rounds of `--repeats` steps (A, B, A, B, ...), so a change in the machine's load
+hits both; the row gives each side's median and the median and range of the per-round ratios.
+Without it (memory, compile), each side runs once in its own process.
+
 Usage (a venv with both jax and torch, e.g. /work/benchvenv):
   python bench/meta_step.py                       # default subset, ~10 min on 2 cores
+  python bench/meta_step.py --widths 1 --sizes 64 --steps 1 --algorithms fomaml reptile \\
+      --rounds 5                                  # interleaved speed ratios
   python bench/meta_step.py --widths 1 --sizes 224 --steps 1 --algorithms maml fomaml
   python bench/meta_step.py --widths 0.125 --sizes 32 --tasks 4 --steps 1 --algorithms maml \\
       --task-maps vmap map unroll --no-torch --out bench/results/task_maps.json
@@ -49,13 +56,19 @@ OUTER_LR = 1e-4
 
 # ------------------------------------------------------------------------------------------ JAX
 
-def run_jax(cfg):
+def jax_step(cfg):
+  """(run_step, info): one blocking meta-step of ours per call; `info()` -> (XLA buffer MB,
+  FLOPs of the meta-gradient or None), to call after the first step."""
   import jax
   import numpy as np
   from metaiqa_jax import meta, optim
   from metaiqa_jax.models import create_model, init_variables, make_apply_fn
 
-  model = create_model('resnet18', width=cfg['width'], conv_impl=cfg.get('conv_impl'))
+  # As the meta-training program builds it: second-order MAML differentiates the convolutions
+  # twice, the first-order algorithms once (what 'auto' convolutions choose by).
+  model = create_model('resnet18', width=cfg['width'], conv_impl=cfg.get('conv_impl'),
+                       dtype=jax.numpy.dtype(cfg.get('dtype', 'float32')),
+                       grad_order=2 if cfg['algorithm'] == 'maml' else 1)
   variables = init_variables(model, jax.random.key(0), cfg['size'])
   rng = np.random.default_rng(0)
   shape = lambda n: (cfg['tasks'], n, cfg['size'], cfg['size'], 3)
@@ -76,23 +89,30 @@ def run_jax(cfg):
     holder['i'] += 1
     jax.block_until_ready(metrics)
 
+  def info():
+    # XLA's buffer plan of the step (the compiled program is cached: no second compilation).
+    memory = step.lower(holder['state'], tasks, jax.random.key(0)).compile().memory_analysis()
+    xla_mb = (memory.temp_size_in_bytes + memory.argument_size_in_bytes
+              + memory.output_size_in_bytes - memory.alias_size_in_bytes) / 2 ** 20
+    # FLOPs of the meta-gradient as XLA counts them before optimisation. A lax.scan body
+    # counts once, so the count is kept for K = 1 only.
+    grad_fn = jax.jit(lambda variables, tasks, rng: meta.meta_grad(
+        make_apply_fn(model), variables, tasks, rng=rng, **settings))
+    flops = common.traced_flops(grad_fn, variables, tasks, jax.random.key(0))
+    return xla_mb, flops if cfg['k'] == 1 else None
+  return run_step, info
+
+
+def run_jax(cfg):
+  run_step, info = jax_step(cfg)
   first, seconds = common.time_calls(run_step, cfg['repeats'])
-  # XLA's buffer plan of the step (the compiled program is cached: no second compilation).
-  memory = step.lower(holder['state'], tasks, jax.random.key(0)).compile().memory_analysis()
-  xla_mb = (memory.temp_size_in_bytes + memory.argument_size_in_bytes
-            + memory.output_size_in_bytes - memory.alias_size_in_bytes) / 2 ** 20
-  # FLOPs of the meta-gradient as XLA counts them before optimisation. A lax.scan body counts
-  # once, so the count is kept for K = 1 only.
-  grad_fn = jax.jit(lambda variables, tasks, rng: meta.meta_grad(
-      make_apply_fn(model), variables, tasks, rng=rng, **settings))
-  flops = common.traced_flops(grad_fn, variables, tasks, jax.random.key(0))
-  flops = flops if cfg['k'] == 1 else None
-  return first, seconds, flops, xla_mb
+  return (first, seconds) + info()
 
 
 # ---------------------------------------------------------------------------------------- torch
 
-def run_torch(cfg):
+def torch_step(cfg):
+  """One blocking meta-step of the PyTorch peer per call."""
   import torch
   from torch.func import functional_call
 
@@ -151,15 +171,31 @@ def run_torch(cfg):
     outer.step()
     common.torch_sync()
 
-  return common.time_calls(authors_step if cfg['algorithm'] == 'reptile' else maml_step,
-                     cfg['repeats'])
+  step = authors_step if cfg['algorithm'] == 'reptile' else maml_step
+
+  def run_step():  # bfloat16 rows run the peer under autocast (float32 weights, bf16 math).
+    with torch.autocast(device.type, torch.bfloat16, enabled=cfg.get('dtype') == 'bfloat16'):
+      step()
+  return run_step
 
 
 def worker(cfg):
+  if cfg['framework'] == 'both':  # Interleaved rounds in one process: speed only.
+    import torch
+    ours, info = jax_step(cfg)
+    peer = torch_step(cfg)
+    first, _ = common.time_calls(ours, 0)
+    peer()
+    seconds = common.interleave({'ours': ours, 'peer': peer}, cfg['rounds'], cfg['repeats'])
+    peer_gpu_mb = (torch.cuda.max_memory_allocated() / 2 ** 20 if torch.cuda.is_available()
+                   else None)
+    print(json.dumps({'first_s': first, 'ours_s': seconds['ours'], 'peer_s': seconds['peer'],
+                      'xla_mb': info()[0], 'peer_gpu_mb': peer_gpu_mb}))
+    return
   if cfg['framework'] == 'torch':
-    (first, step), flops, xla_mb = run_torch(cfg), None, None
+    (first, step), xla_mb, flops = common.time_calls(torch_step(cfg), cfg['repeats']), None, None
   else:
-    first, step, flops, xla_mb = run_jax(cfg)
+    first, step, xla_mb, flops = run_jax(cfg)
   print(json.dumps({'first_s': first, 'step_s': step, 'max_rss_mb': common.max_rss_mb(),
                     'flops': flops, 'xla_mb': xla_mb}))
 
@@ -182,9 +218,38 @@ def torch_available(python) -> bool:
 def shape_of(cfg):
   task_map = cfg.get('task_map') or 'default'
   conv_impl = cfg.get('conv_impl') or 'default'
+  dtype = '' if cfg.get('dtype', 'float32') == 'float32' else f" {cfg['dtype']}"
   return (f"resnet18 w{cfg['width']:g} {cfg['size']}px {cfg['tasks']} tasks x "
           f"({cfg['support']}+{cfg['query']}) K={cfg['k']} remat={cfg['remat']} "
-          f"task_map={task_map} conv_impl={conv_impl}")
+          f"task_map={task_map} conv_impl={conv_impl}{dtype}")
+
+
+def main_interleaved(args):
+  """Speed only, ours and the peer alternating in one process (`common.interleave`)."""
+  python = sys.executable
+  print(f'load average before: {common.load_average()}', flush=True)
+  rows = []
+  for width, size, tasks, k, algorithm, task_map, conv_impl, dtype in itertools.product(
+      args.widths, args.sizes, args.tasks, args.steps, args.algorithms, args.task_maps,
+      args.conv_impls, args.dtypes):
+    cfg = dict(support=args.support, query=args.query, repeats=args.repeats, width=width,
+               size=size, tasks=tasks, k=k, algorithm=algorithm, remat=False,
+               task_map=task_map, conv_impl=conv_impl, dtype=dtype, rounds=args.rounds,
+               framework='both')
+    result = measure(cfg, python)
+    if result is None:
+      continue
+    shape = shape_of(cfg)
+    rows.append(common.interleaved_row(f'{algorithm} tasks/s (interleaved)', tasks,
+                                       result['ours_s'], result['peer_s'], 'tasks/s', shape))
+    rows.append(common.row(f'{algorithm} first step (compile)', result['first_s'], None, 's',
+                           shape, higher_is_better=False))
+    rows.append(common.row(f'{algorithm} XLA buffers (args+out+temp)', result['xla_mb'],
+                           result['peer_gpu_mb'], 'MB', shape + ' (peer: torch GPU peak)',
+                           higher_is_better=False))
+    common.print_rows(rows[-3:])
+  print(f'load average after: {common.load_average()}')
+  common.write_rows('meta_step', rows, append=args.append, out=args.out)
 
 
 def main():
@@ -205,7 +270,15 @@ def main():
   parser.add_argument('--conv-impls', nargs='+', default=[None], choices=['xla', 'matmul', 'auto'],
                       help='convolution implementations to compare (default: the backend '
                       'default)')
+  parser.add_argument('--dtypes', nargs='+', default=['float32'],
+                      choices=['float32', 'bfloat16'],
+                      help='compute dtype of the convolutions (interleaved mode; the peer runs '
+                      'bfloat16 under torch.autocast)')
   parser.add_argument('--no-torch', action='store_true')
+  parser.add_argument('--rounds', type=int, default=0,
+                      help='> 0: time ours and the peer in one process, in this many '
+                      'alternating rounds of --repeats steps (median ratio and its range; no '
+                      'memory figures)')
   parser.add_argument('--append', action='store_true',
                       help='merge into the output file (rows of the same metric and shape are '
                       'replaced)')
@@ -213,6 +286,8 @@ def main():
   args = parser.parse_args()
   if args.worker:
     return worker(json.loads(args.worker))
+  if args.rounds:
+    return main_interleaved(args)
 
   python = sys.executable
   print(f'load average before: {common.load_average()}', flush=True)

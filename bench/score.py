@@ -1,13 +1,18 @@
 """Scoring throughput: images/s of the MetaIQA model in eval mode, JAX vs PyTorch eager.
 
 Not a test. Ours: `jax.jit(model.apply)` on a float32 NHWC numpy batch (what
-`metaiqa_jax.scoring.score` calls per batch), per convolution implementation
-(`--conv-impls`) and compute dtype (`--dtypes`; bf16 convolutions, float32 parameters and
-BatchNorm). Peers: the same network in PyTorch eager (`torch.no_grad`, eval mode, as pyiqa's
-`metaiqa` runs it), NCHW and channels_last, `torch.set_num_threads(os.cpu_count())`, bf16 rows
-under `torch.autocast`; on the GPU when torch sees one. Also the
-machine's float32 peak (a 2048^3 XLA matmul, measured in the same run) and the fraction of it the
-scoring reaches (FLOPs counted by XLA's `cost_analysis()`).
+`metaiqa_jax.scoring.score` calls per batch), built for forward use (`grad_order=0`), per
+convolution implementation (`--conv-impls`; '' = the backend's default) and compute dtype
+(`--dtypes`; bf16 convolutions, float32 parameters and BatchNorm). Peers: the same network in
+PyTorch eager (`torch.no_grad`, eval mode, as pyiqa's `metaiqa` runs it), NCHW and
+channels_last, `torch.set_num_threads(os.cpu_count())`, bf16 rows under `torch.autocast`; on the
+GPU when torch sees one. Also the machine's float32 peak (a 2048^3 XLA matmul, measured in the
+same run) and the fraction of it the scoring reaches (FLOPs counted by XLA's `cost_analysis()`).
+
+Ours and the peers are built in one process and timed in `--rounds` alternating rounds of
+`--repeats` calls (ours, NCHW, channels_last, ours, ...), so a change in the machine's load hits
+every side alike; rows give each side's median and the median and range of the per-round
+ratios.
 
 Usage (a venv with jax and torch, e.g. /work/benchvenv):
   python bench/score.py                       # 224 px, batch 1 and 32
@@ -18,18 +23,20 @@ metric says channels_last).
 
 import argparse
 import os
+import statistics
 
 import numpy as np
 
 import common
 
 
-def jax_predict(width, size, batch, conv_impl, dtype, repeats):
-  """(images/s, FLOPs per batch, first-call s) of the jitted eval-mode forward."""
+def jax_predict(width, size, batch, conv_impl, dtype):
+  """(run, FLOPs per batch, first-call s): `run()` is one blocking jitted eval-mode forward."""
   import jax
   import jax.numpy as jnp
   from metaiqa_jax.models import create_model, init_variables
-  model = create_model('resnet18', width, dtype=jnp.dtype(dtype), conv_impl=conv_impl)
+  model = create_model('resnet18', width, dtype=jnp.dtype(dtype), conv_impl=conv_impl or None,
+                       grad_order=0)
   variables = init_variables(model, jax.random.key(0), size)
   x = np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype(np.float32)
   predict = jax.jit(lambda variables, x: model.apply(variables, x, train=False))
@@ -38,14 +45,14 @@ def jax_predict(width, size, batch, conv_impl, dtype, repeats):
   matmul_model = create_model('resnet18', width, conv_impl='matmul')
   flops = common.traced_flops(jax.jit(lambda variables, x: matmul_model.apply(
       variables, x, train=False)), variables, x)
-  first, _ = common.time_calls(lambda: predict(variables, x).block_until_ready(), 0)
-  seconds = common.best_of(lambda: predict(variables, x).block_until_ready(), repeats)
-  return batch / seconds, flops, first
+  run = lambda: predict(variables, x).block_until_ready()
+  first, _ = common.time_calls(run, 0)
+  return run, flops, first
 
 
-def torch_predict(width, size, batch, channels_last, dtype, repeats):
-  """images/s of the PyTorch eager eval-mode forward (NCHW or channels_last; bfloat16 under
-  autocast), on the GPU when torch sees one."""
+def torch_predict(width, size, batch, channels_last, dtype):
+  """`run()`: one blocking PyTorch eager eval-mode forward (NCHW or channels_last; bfloat16
+  under autocast), on the GPU when torch sees one."""
   import torch
   torch.set_num_threads(os.cpu_count())
   torch.manual_seed(0)
@@ -63,7 +70,7 @@ def torch_predict(width, size, batch, channels_last, dtype, repeats):
     common.torch_sync()
 
   run()
-  return batch / common.best_of(run, repeats)
+  return run
 
 
 def main():
@@ -71,11 +78,12 @@ def main():
   parser.add_argument('--size', type=int, default=224)
   parser.add_argument('--width', type=float, default=1.0)
   parser.add_argument('--batches', type=int, nargs='+', default=[1, 32])
-  parser.add_argument('--conv-impls', nargs='+', default=['xla', 'matmul'],
-                      choices=['xla', 'matmul', 'auto'])
+  parser.add_argument('--conv-impls', nargs='+', default=[''],
+                      choices=['', 'xla', 'matmul', 'auto'])
   parser.add_argument('--dtypes', nargs='+', default=['float32'],
                       choices=['float32', 'bfloat16'])
-  parser.add_argument('--repeats', type=int, default=2, help='calls per timed round (3 rounds)')
+  parser.add_argument('--rounds', type=int, default=3)
+  parser.add_argument('--repeats', type=int, default=2, help='calls per side and round')
   parser.add_argument('--no-torch', action='store_true')
   parser.add_argument('--append', action='store_true')
   parser.add_argument('--out', help='default: bench/results/score.json')
@@ -86,24 +94,31 @@ def main():
   for batch in args.batches:
     shape = f'resnet18 w{args.width:g} + head, {args.size}px, batch {batch}'
     for dtype in args.dtypes:
-      peer = peer_cl = None
-      if not args.no_torch:
-        peer = torch_predict(args.width, args.size, batch, False, dtype, args.repeats)
-        peer_cl = torch_predict(args.width, args.size, batch, True, dtype, args.repeats)
+      runs, flops, firsts = {}, {}, {}
       for conv_impl in args.conv_impls:
-        ours, flops, first = jax_predict(args.width, args.size, batch, conv_impl, dtype,
-                                         args.repeats)
-        name = f'scoring conv_impl={conv_impl} {dtype}'
-        rows.append(common.row(f'{name} images/s', ours, peer, 'img/s', shape))
-        rows.append(common.row(f'{name} images/s vs channels_last', ours, peer_cl, 'img/s',
-                               shape))
-        if flops:  # The peers run the same network: the same FLOPs per image.
-          per_image = flops / batch
-          rows.append(common.row(f'{name} achieved / peak', per_image * ours / peak,
-                                 peer and per_image * peer / peak, 'fraction',
+        runs[conv_impl], flops[conv_impl], firsts[conv_impl] = jax_predict(
+            args.width, args.size, batch, conv_impl, dtype)
+      if not args.no_torch:
+        runs['torch'] = torch_predict(args.width, args.size, batch, False, dtype)
+        runs['torch channels_last'] = torch_predict(args.width, args.size, batch, True, dtype)
+      seconds = common.interleave(runs, args.rounds, args.repeats)
+      for conv_impl in args.conv_impls:
+        name = f"scoring conv_impl={conv_impl or 'default'} {dtype}"
+        for peer in ('torch', 'torch channels_last') if not args.no_torch else (None,):
+          suffix = ' vs channels_last' if peer == 'torch channels_last' else ''
+          rows.append(common.interleaved_row(f'{name} images/s{suffix}', batch,
+                                             seconds[conv_impl], seconds.get(peer), 'img/s',
+                                             shape))
+        if flops[conv_impl]:  # The peers run the same network: the same FLOPs per image.
+          per_image = flops[conv_impl] / batch
+          rate = lambda side: side in seconds and batch / statistics.median(seconds[side])
+          ours_rate, peer_rate = rate(conv_impl), rate('torch')
+          rows.append(common.row(f'{name} achieved / peak', per_image * ours_rate / peak,
+                                 peer_rate and per_image * peer_rate / peak, 'fraction',
                                  f'{shape}; {per_image / 1e9:.2f} GFLOP/image (XLA count)'))
-        rows.append(common.row(f'{name} first call (compile)', first, None, 's', shape))
-        common.print_rows(rows[-4:])
+        rows.append(common.row(f'{name} first call (compile)', firsts[conv_impl], None, 's',
+                               shape, higher_is_better=False))
+  common.print_rows(rows)
   print(f'load average after: {common.load_average()}')
   common.write_rows('score', rows, append=args.append, out=args.out)
 
