@@ -44,8 +44,9 @@ meta-batch but taken from the running averages 0.07, the exact pooled statistics
 of 4 x (4 + 4) with start-up 94 s vs 177 s.
 
 Second sweep (the demo's own split: 30 training / 5 held-out photos, 500 sanity images;
-`model.conv_impl='auto'`, which runs a multitask step at width 0.125 and 64 px in 40 ms against
-88 ms with every convolution as a matmul; train s includes the evaluations):
+`model.conv_impl='auto'` as it then was (matmul for outputs <= 7x7, else XLA), which runs a
+multitask step at width 0.125 and 64 px in 40 ms against 88 ms with every convolution as a
+matmul; train s includes the evaluations):
 
   input                                 steps x batch   lr / change        train s  sanity SROCC
   fragments 4 x 4, 64 px                1000 x 64       3e-3               86       0.407
@@ -81,9 +82,14 @@ The demo itself (`metaiqa-demo`, 2 cores, nothing else running):
   32 px 2 x 2, 3000 ('auto')       7 min 19 s    0.312 / 0.408             0.480 / 0.642
   32 px 2 x 2, 4000 ('auto')       8 min 20 s    0.342 / 0.454             0.494 / 0.695
   the same, crops per task         8 min 25 s    0.359 / 0.385             0.475 / 0.598
+  the same, inner step written out 7 min 22 s    0.361 / 0.385             0.560 / 0.598
 
-The last row is the committed code (README table). It differs from the row above only in the
-random crops: each task's images and crops are now drawn from (seed, step, task), so that each
+The last row is the committed code (README table). It differs from the row above in how the
+meta-step runs, not in what it computes: the inner step is no longer a one-step `lax.scan`, in
+which XLA's CPU convolution gradients were slow (BENCHMARKS.md, section 2), so the demo takes
+a minute less (4000 meta-steps now take 3 min 10 s); float rounding changed with the program, and with it
+the meta-learned model's held-out figure (multitask, whose program did not change, is
+identical). The row above it differs from the one before only in the random crops: each task's images and crops are now drawn from (seed, step, task), so that each
 process of a multi-process run loads only its own tasks. How much one crop stream decides:
 multitask regression with these settings, 4000 steps, over four crop streams (the same photos,
 types and schedule): sanity SROCC 0.454, 0.385, 0.414, 0.426 (mean 0.420). Differences of a few

@@ -14,7 +14,9 @@ then fine-tunes scratch / multitask / meta on the same 5 seeded 80/20 splits (th
 same test parts, and fine-tunes each init once more on all images into DIR/final/<init>/.
 Runtime and result: README, section "LIVE Challenge (dev half, 256 px)", regenerated from
 DIR/report.json by `python launch/readme_tables.py --transfer=DIR/report.json` (the last run:
-42 min; test SROCC scratch 0.474, multitask 0.542, meta 0.461, sharpness 0.502: targets not met).
+39 min with the cores shared; test SROCC scratch 0.510, multitask 0.472, meta 0.527, sharpness
+0.502: targets not met; the run before, which differed only in float rounding, ranked the
+three initialisations the other way round: within the run-to-run noise).
 This is not the paper's protocol (no ImageNet weights, half the images at 256 px, CPU budget).
 """
 
