@@ -277,8 +277,8 @@ def main():
   parser.add_argument('--no-torch', action='store_true')
   parser.add_argument('--rounds', type=int, default=0,
                       help='> 0: time ours and the peer in one process, in this many '
-                      'alternating rounds of --repeats steps (median ratio and its range; no '
-                      'memory figures)')
+                      'alternating rounds of --repeats steps (median ratio and its range; '
+                      "XLA's buffer plan but no peak RSS)")
   parser.add_argument('--append', action='store_true',
                       help='merge into the output file (rows of the same metric and shape are '
                       'replaced)')
