@@ -80,6 +80,20 @@ def interleaved_row(metric, items: float, ours_s, peer_s, unit, shape) -> dict:
   return result
 
 
+# The PyTorch peers of the image benchmarks, by their key in `interleave`'s runs: channels_last?
+TORCH_LAYOUTS = {'torch': False, 'torch channels_last': True}
+
+
+def rows_against_torch(metric: str, images: int, seconds, ours: str, shape) -> list[dict]:
+  """img/s rows of `seconds[ours]` (from `interleave`) against each PyTorch layout it timed
+  (NCHW, then channels_last with ' vs channels_last' added to `metric`); one row without a
+  peer when it timed neither."""
+  peers = [peer for peer in TORCH_LAYOUTS if peer in seconds] or [None]
+  return [interleaved_row(metric + (' vs channels_last' if TORCH_LAYOUTS.get(peer) else ''),
+                          images, seconds[ours], seconds.get(peer), 'img/s', shape)
+          for peer in peers]
+
+
 def jax_peak_flops(n: int = 2048, repeats: int = 5) -> float:
   """Measured float32 FLOP/s of XLA's CPU (or the default device's) matmul, `n` x `n` x `n`.
 
@@ -237,3 +251,20 @@ def torch_metaiqa(width: float):
                        nn.Linear(1024, 512), nn.BatchNorm1d(512), nn.PReLU(), nn.Dropout(0.5),
                        nn.Linear(512, 1), nn.Sigmoid())
   return nn.Sequential(nn.Sequential(backbone), head)
+
+
+def torch_model_and_images(width: float, size: int, batch: int, channels_last: bool,
+                           train: bool):
+  """(model, images): `torch_metaiqa(width)` in training or eval mode and a random NCHW batch
+  `(batch, 3, size, size)`, both in channels_last memory format if asked, on `torch_device()`;
+  torch seeded and using every core, as each PyTorch peer runs."""
+  import torch
+  torch.set_num_threads(os.cpu_count())
+  torch.manual_seed(0)
+  device = torch_device()
+  model = torch_metaiqa(width).train(train).to(device)
+  x = torch.randn(batch, 3, size, size, device=device)
+  if channels_last:
+    model = model.to(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
+  return model, x

@@ -22,7 +22,6 @@ metric says channels_last).
 """
 
 import argparse
-import os
 import statistics
 
 import numpy as np
@@ -54,17 +53,10 @@ def torch_predict(width, size, batch, channels_last, dtype):
   """`run()`: one blocking PyTorch eager eval-mode forward (NCHW or channels_last; bfloat16
   under autocast), on the GPU when torch sees one."""
   import torch
-  torch.set_num_threads(os.cpu_count())
-  torch.manual_seed(0)
-  device = common.torch_device()
-  model = common.torch_metaiqa(width).eval().to(device)
-  x = torch.randn(batch, 3, size, size, device=device)
-  if channels_last:
-    model = model.to(memory_format=torch.channels_last)
-    x = x.contiguous(memory_format=torch.channels_last)
+  model, x = common.torch_model_and_images(width, size, batch, channels_last, train=False)
 
   def run():
-    with torch.no_grad(), torch.autocast(device.type, torch.bfloat16,
+    with torch.no_grad(), torch.autocast(x.device.type, torch.bfloat16,
                                          enabled=dtype == 'bfloat16'):
       model(x)
     common.torch_sync()
@@ -99,16 +91,12 @@ def main():
         runs[conv_impl], flops[conv_impl], firsts[conv_impl] = jax_predict(
             args.width, args.size, batch, conv_impl, dtype)
       if not args.no_torch:
-        runs['torch'] = torch_predict(args.width, args.size, batch, False, dtype)
-        runs['torch channels_last'] = torch_predict(args.width, args.size, batch, True, dtype)
+        for peer, channels_last in common.TORCH_LAYOUTS.items():
+          runs[peer] = torch_predict(args.width, args.size, batch, channels_last, dtype)
       seconds = common.interleave(runs, args.rounds, args.repeats)
       for conv_impl in args.conv_impls:
         name = f"scoring conv_impl={conv_impl or 'default'} {dtype}"
-        for peer in ('torch', 'torch channels_last') if not args.no_torch else (None,):
-          suffix = ' vs channels_last' if peer == 'torch channels_last' else ''
-          rows.append(common.interleaved_row(f'{name} images/s{suffix}', batch,
-                                             seconds[conv_impl], seconds.get(peer), 'img/s',
-                                             shape))
+        rows += common.rows_against_torch(f'{name} images/s', batch, seconds, conv_impl, shape)
         if flops[conv_impl]:  # The peers run the same network: the same FLOPs per image.
           per_image = flops[conv_impl] / batch
           rate = lambda side: side in seconds and batch / statistics.median(seconds[side])

@@ -19,7 +19,6 @@ Writes bench/results/train_step.json (ratio > 1: ours faster).
 """
 
 import argparse
-import os
 
 import numpy as np
 
@@ -55,15 +54,8 @@ def jax_step(width, size, batch, conv_impl):
 def torch_step(width, size, batch, channels_last):
   """One blocking training step of the PyTorch eager peer per call."""
   import torch
-  torch.set_num_threads(os.cpu_count())
-  torch.manual_seed(0)
-  device = common.torch_device()
-  model = common.torch_metaiqa(width).train().to(device)
-  x = torch.randn(batch, 3, size, size, device=device)
-  y = torch.rand(batch, device=device)
-  if channels_last:
-    model = model.to(memory_format=torch.channels_last)
-    x = x.contiguous(memory_format=torch.channels_last)
+  model, x = common.torch_model_and_images(width, size, batch, channels_last, train=True)
+  y = torch.rand(batch, device=x.device)
   optimizer = torch.optim.Adam([{'params': model[0].parameters(), 'lr': LR['backbone']},
                                 {'params': model[1].parameters(), 'lr': LR['head']}])
 
@@ -95,17 +87,14 @@ def main():
   for conv_impl in args.conv_impls:
     runs[conv_impl], firsts[conv_impl] = jax_step(args.width, args.size, args.batch, conv_impl)
   if not args.no_torch:
-    runs['torch'] = torch_step(args.width, args.size, args.batch, False)
-    runs['torch channels_last'] = torch_step(args.width, args.size, args.batch, True)
+    for peer, channels_last in common.TORCH_LAYOUTS.items():
+      runs[peer] = torch_step(args.width, args.size, args.batch, channels_last)
   seconds = common.interleave(runs, args.rounds, args.repeats)
   shape = f'resnet18 w{args.width:g} + head, {args.size}px, batch {args.batch}'
   rows = []
   for conv_impl in args.conv_impls:
     name = f"training step conv_impl={conv_impl or 'default'}"
-    for peer in ('torch', 'torch channels_last') if not args.no_torch else (None,):
-      suffix = ' vs channels_last' if peer == 'torch channels_last' else ''
-      rows.append(common.interleaved_row(f'{name} images/s{suffix}', args.batch,
-                                         seconds[conv_impl], seconds.get(peer), 'img/s', shape))
+    rows += common.rows_against_torch(f'{name} images/s', args.batch, seconds, conv_impl, shape)
     rows.append(common.row(f'{name} first step (compile)', firsts[conv_impl], None, 's', shape,
                            higher_is_better=False))
   common.print_rows(rows)
