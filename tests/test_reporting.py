@@ -55,6 +55,20 @@ def test_non_primary_writes_nothing(tmp_path):
   assert os.listdir(tmp_path) == []
 
 
+def test_only_the_first_process_writes_reports_and_plots(tmp_path, monkeypatch):
+  """In a multi-process run every process calls the writers; only process 0 writes files."""
+  monkeypatch.setattr(reporting.jax, 'process_index', lambda: 1)
+  path = reporting.write_report(tmp_path, {'srocc': 0.5})
+  assert path == os.path.join(tmp_path, 'report.json')
+  reporting.write_outputs(tmp_path, {'srocc': 0.5}, '| a |\n')
+  reporting.plot_scatter(tmp_path / 'scatter.png', [0.1, 0.5, 0.9], [1.0, 2.0, 3.0])
+  reporting.plot_curves(tmp_path / 'curves.png', [0, 1], {'a': [0.1, 0.2]}, 'x', 'y')
+  reporting.plot_intervals(tmp_path / 'intervals.png', ['a'], [0.5], [0.1], 'y')
+  assert os.listdir(tmp_path) == []
+  with pytest.raises(ValueError, match="curve 'bad' has 1 values for 2 x positions"):
+    reporting.plot_curves(tmp_path / 'bad.png', [0, 1], {'bad': [1]}, 'x', 'y')
+
+
 def test_report_roundtrip_is_atomic_json(tmp_path):
   report = {'srocc': np.float64(0.81), 'values': np.array([0.8, 0.82]), 'nan': float('nan'),
             'nested': {'n': np.int64(3), 'name': 'koniq'}}

@@ -162,12 +162,11 @@ def demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # Over types: average each draw over the held-out types first, then the interval over draws.
   per_draw = metrics.summarise(rows, ('method', 'k', 'seed'))
   overall = metrics.summarise(per_draw, ('method', 'k'))
-  if jax.process_index() == 0:
-    reporting.plot_curves(
-        os.path.join(workdir, 'srocc_vs_k.png'), list(config.lodo.shots),
-        {m: [r['srocc'] for r in overall if r['method'] == m] for m in METHODS},
-        'k (labelled images of the held-out type)', 'SROCC on held-out type and photos',
-        title=f'{len(config.demo.held_out_types)} held-out types, {steps} adaptation steps')
+  reporting.plot_curves(
+      os.path.join(workdir, 'srocc_vs_k.png'), list(config.lodo.shots),
+      {m: [r['srocc'] for r in overall if r['method'] == m] for m in METHODS},
+      'k (labelled images of the held-out type)', 'SROCC on held-out type and photos',
+      title=f'{len(config.demo.held_out_types)} held-out types, {steps} adaptation steps')
   wall = time.time() - started
   report = {'program': 'demo', 'sanity': sanity, 'results': rows, 'summary': overall,
             'summary_by_type': by_type,
@@ -177,8 +176,7 @@ def demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
                       'synthetic distortions of bundled photos; not a human study of these '
                       'images', 'config': config.to_dict()}
   markdown = summary_markdown(report)
-  if jax.process_index() == 0:
-    reporting.write_outputs(workdir, report, markdown)
+  reporting.write_outputs(workdir, report, markdown)
   print(f'\n{markdown}\n({wall:.0f} s)')
   return report
 

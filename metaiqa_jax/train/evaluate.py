@@ -67,10 +67,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, source=None) ->
       writer.writerow(['part', 'name', 'mos', 'mos_norm', 'prediction'])
       writer.writerows((part, n, f'{m:.6g}', f'{mn:.6g}', f'{p:.6g}')
                        for part, n, m, mn, p in rows)
-    first = next(iter(results))
-    keep = [r for r in rows if r[0] == first]
-    reporting.plot_scatter(os.path.join(os.fspath(workdir), 'scatter.png'),
-                           [r[4] for r in keep], [r[3] for r in keep], results[first]['logistic'],
-                           title=f'{config.finetune.source} ({first})')
-    reporting.write_report(workdir, report)
+  first = next(iter(results))
+  keep = [r for r in rows if r[0] == first]
+  reporting.plot_scatter(os.path.join(os.fspath(workdir), 'scatter.png'),
+                         [r[4] for r in keep], [r[3] for r in keep], results[first]['logistic'],
+                         title=f'{config.finetune.source} ({first})')
+  reporting.write_report(workdir, report)
   return report

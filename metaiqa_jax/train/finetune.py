@@ -12,7 +12,6 @@ A run started again resumes every split from its last finished epoch.
 import logging
 import os
 
-import jax
 import ml_collections
 
 from metaiqa_jax import checkpoints, metrics, models
@@ -44,13 +43,11 @@ def finetune(config: ml_collections.ConfigDict, workdir: str, *, source=None) ->
     results.append(result)
   summary = metrics.aggregate([r['test'] for r in results])
   first = results[0]
-  if jax.process_index() == 0:
-    reporting.plot_scatter(
-        os.path.join(os.fspath(workdir), f'scatter_split{first["split"]}.png'),
-        first['predictions'], first['mos_norm'], first['test']['logistic'],
-        title=f'{config.finetune.source}: test split {first["split"]}')
+  reporting.plot_scatter(
+      os.path.join(os.fspath(workdir), f'scatter_split{first["split"]}.png'),
+      first['predictions'], first['mos_norm'], first['test']['logistic'],
+      title=f'{config.finetune.source}: test split {first["split"]}')
   report = {'program': 'finetune', 'source': config.finetune.source, 'splits': results,
             'test_summary': summary, 'config': config.to_dict()}
-  if jax.process_index() == 0:
-    reporting.write_report(workdir, report)
+  reporting.write_report(workdir, report)
   return report

@@ -114,19 +114,16 @@ def lodo(config: ml_collections.ConfigDict, workdir: str, *, source=None) -> dic
   k_max, s_max = max(config.lodo.shots), max(steps)
   by_steps = _mean_srocc([r for r in rows if r['k'] == k_max or r['k'] == 0], 'steps')
   by_shots = _mean_srocc([r for r in rows if r['steps'] == s_max or r['k'] == 0], 'k')
-  if jax.process_index() == 0:
-    reporting.plot_curves(os.path.join(os.fspath(workdir), 'srocc_vs_steps.png'),
-                          [s for s in steps], {f'k = {k_max}': [by_steps[s] for s in steps]},
-                          'adaptation steps', 'SROCC on the held-out type')
-    shot_list = sorted(config.lodo.shots)
-    reporting.plot_curves(os.path.join(os.fspath(workdir), 'srocc_vs_shots.png'), shot_list,
-                          {f'{s_max} steps': [by_shots[k] for k in shot_list]},
-                          'labelled images of the held-out type (k)',
-                          'SROCC on the held-out type')
+  reporting.plot_curves(os.path.join(os.fspath(workdir), 'srocc_vs_steps.png'),
+                        [s for s in steps], {f'k = {k_max}': [by_steps[s] for s in steps]},
+                        'adaptation steps', 'SROCC on the held-out type')
+  shot_list = sorted(config.lodo.shots)
+  reporting.plot_curves(os.path.join(os.fspath(workdir), 'srocc_vs_shots.png'), shot_list,
+                        {f'{s_max} steps': [by_shots[k] for k in shot_list]},
+                        'labelled images of the held-out type (k)', 'SROCC on the held-out type')
   report = {'program': 'lodo', 'results': rows, 'zero_shot_srocc': zero_shot,
             'srocc_vs_steps': {str(k): v for k, v in by_steps.items()},
             'srocc_vs_shots': {str(k): v for k, v in by_shots.items()},
             'meta_validation': runs, 'config': config.to_dict()}
-  if jax.process_index() == 0:
-    reporting.write_report(workdir, report)
+  reporting.write_report(workdir, report)
   return report

@@ -34,7 +34,6 @@ def meta_train(config: ml_collections.ConfigDict, workdir: str, *,
   defaults.validate(config)
   workdir = checkpoints.ensure_writable(workdir)
   common.maybe_initialize_distributed(config.distributed)
-  primary = jax.process_index() == 0
   model = common.build_model(config.model, grad_order=setup.conv_grad_order(config.meta))
   apply_fn = models.make_apply_fn(model)
   source = setup.meta_source(config.data) if source is None else source
@@ -65,11 +64,10 @@ def meta_train(config: ml_collections.ConfigDict, workdir: str, *,
   result = loop.run_steps(config, workdir, model=model, state=state, step_fn=one_step,
                           validate=setup.make_validator(config, apply_fn, val_sampler),
                           name='meta-step', writer='meta_train', loss_name='query loss',
-                          primary=primary)
+                          primary=jax.process_index() == 0)
   report = {'program': 'meta_train', 'steps': config.num_steps,
             'final_val': result['final_val'], 'val_history': result['val_history'],
             'best_step': result['best_step'], 'train_types': list(train_sampler.types),
             'config': config.to_dict()}
-  if primary:
-    reporting.write_report(workdir, report)
+  reporting.write_report(workdir, report)
   return report

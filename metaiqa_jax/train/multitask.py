@@ -61,6 +61,5 @@ def multitask_train(config: ml_collections.ConfigDict, workdir: str, *, source=N
             'final_val': result['final_val'], 'val_history': result['val_history'],
             'best_step': result['best_step'], 'train_types': list(train_sampler.types),
             'config': config.to_dict()}
-  if jax.process_index() == 0:
-    reporting.write_report(workdir, report)
+  reporting.write_report(workdir, report)
   return report

@@ -16,6 +16,10 @@ A log line that cannot be written (no space left, permission lost, read-only fil
 `storage.StorageError` naming the file, the step and the last complete checkpoint.
 
 Plots use Matplotlib's object API with the Agg canvas (no display, no global pyplot state).
+
+In a multi-process run every process holds the whole result, and only the first writes the
+report, the summary and the plots (`write_report`, `write_outputs`, `plot_*` do nothing on the
+others), as `RunLogger(is_primary=...)` does for the logs.
 """
 
 import contextlib
@@ -26,6 +30,7 @@ import os
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+import jax
 import numpy as np
 import tqdm
 from matplotlib.figure import Figure
@@ -39,6 +44,11 @@ TENSORBOARD_DIRNAME = 'tensorboard'
 REPORT_FILENAME = 'report.json'
 
 logger = logging.getLogger(__name__)
+
+
+def _writes_files() -> bool:
+  """True on the process that writes a run's reports and plots (the first)."""
+  return jax.process_index() == 0
 
 
 def _json_value(value) -> Optional[float]:
@@ -187,7 +197,8 @@ def show_metrics(bar: tqdm.tqdm, metrics: Mapping[str, Any]) -> None:
 
 
 def write_report(workdir, report: Mapping[str, Any]) -> str:
-  """Writes `report` as `workdir/report.json` atomically; returns the path.
+  """Writes `report` as `workdir/report.json` atomically (first process only); returns the
+  path.
 
   numpy/jax scalars and arrays are converted to numbers and lists; non-finite floats to null.
   """
@@ -203,7 +214,8 @@ def write_report(workdir, report: Mapping[str, Any]) -> str:
     return value
 
   path = os.path.join(os.fspath(workdir), REPORT_FILENAME)
-  storage.atomic_write_text(path, json.dumps(convert(report), indent=2, sort_keys=True) + '\n')
+  if _writes_files():
+    storage.atomic_write_text(path, json.dumps(convert(report), indent=2, sort_keys=True) + '\n')
   return path
 
 
@@ -214,6 +226,8 @@ def plot_scatter(path, pred, mos, logistic_params: Optional[Sequence[float]] = N
   `logistic_params` are `metrics.fit_logistic`'s `(b1, b2, b3, b4)`; omitted, they are fitted
   here. Non-finite pairs are left out of the plot.
   """
+  if not _writes_files():
+    return
   pred, mos = np.asarray(pred, np.float64), np.asarray(mos, np.float64)
   keep = np.isfinite(pred) & np.isfinite(mos)
   pred, mos = pred[keep], mos[keep]
@@ -235,11 +249,14 @@ def plot_scatter(path, pred, mos, logistic_params: Optional[Sequence[float]] = N
 def plot_curves(path, x: Sequence[float], curves: Mapping[str, Sequence[float]],
                 xlabel: str, ylabel: str, *, title: Optional[str] = None) -> None:
   """Saves a PNG of one line per `curves` entry against `x` (e.g. SROCC vs adaptation steps)."""
-  fig = Figure(figsize=(5.5, 4), dpi=100)
-  ax = fig.add_subplot()
   for label, y in curves.items():
     if len(y) != len(x):
       raise ValueError(f'curve {label!r} has {len(y)} values for {len(x)} x positions')
+  if not _writes_files():
+    return
+  fig = Figure(figsize=(5.5, 4), dpi=100)
+  ax = fig.add_subplot()
+  for label, y in curves.items():
     ax.plot(x, y, marker='o', label=label)
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
@@ -277,8 +294,10 @@ def interval_table(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> st
 
 
 def write_outputs(workdir, report: Mapping[str, Any], summary: str) -> None:
-  """Writes `summary` (markdown) to workdir/summary.md and `report` to workdir/report.json."""
-  storage.atomic_write_text(os.path.join(os.fspath(workdir), 'summary.md'), summary)
+  """Writes `summary` (markdown) to workdir/summary.md and `report` to workdir/report.json
+  (first process only)."""
+  if _writes_files():
+    storage.atomic_write_text(os.path.join(os.fspath(workdir), 'summary.md'), summary)
   write_report(workdir, report)
 
 
@@ -286,6 +305,8 @@ def plot_intervals(path, labels: Sequence[str], means: Sequence[float],
                    half_widths: Sequence[float], ylabel: str, *,
                    title: Optional[str] = None) -> None:
   """Saves a PNG of one point per label with its interval (mean ± half width) as error bar."""
+  if not _writes_files():
+    return
   fig = Figure(figsize=(5.5, 4), dpi=100)
   ax = fig.add_subplot()
   positions = np.arange(len(labels))

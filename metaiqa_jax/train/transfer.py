@@ -27,7 +27,6 @@ import copy
 import os
 import time
 
-import jax
 import ml_collections
 import numpy as np
 
@@ -151,18 +150,16 @@ def transfer(config: ml_collections.ConfigDict, workdir: str, *, source=None) ->
   order = list(config.transfer.inits) + ['sharpness']
   summary.sort(key=lambda r: order.index(r['init']))
   name = getattr(source, 'dataset', config.finetune.source)
-  if jax.process_index() == 0:
-    reporting.plot_intervals(os.path.join(workdir, 'srocc_by_init.png'),
-                             [r['init'] for r in summary], [r['srocc'] for r in summary],
-                             [r['srocc_ci95'] for r in summary], 'test SROCC (mean ± 95% CI)',
-                             title=f'{name}: {len(all_splits)} splits')
+  reporting.plot_intervals(os.path.join(workdir, 'srocc_by_init.png'),
+                           [r['init'] for r in summary], [r['srocc'] for r in summary],
+                           [r['srocc_ci95'] for r in summary], 'test SROCC (mean ± 95% CI)',
+                           title=f'{name}: {len(all_splits)} splits')
   wall = time.time() - started
   report = {'program': 'transfer', 'source': config.finetune.source, 'root': config.finetune.root,
             'images': len(source), 'results': rows, 'summary': summary, 'final': finals,
             'pretrained': runs, 'wall_time_s': wall, 'config': config.to_dict()}
   markdown = summary_markdown(report)
-  if jax.process_index() == 0:
-    reporting.write_outputs(workdir, report, markdown)
+  reporting.write_outputs(workdir, report, markdown)
   print(f'\n{name} ({len(source)} images): {markdown}\n({wall:.0f} s)')
   return report
 
