@@ -465,6 +465,11 @@ class MetaTrainState(flax.struct.PyTreeNode):
   opt_state: Any
   inner_lr: Pytree | None = None
 
+  @property
+  def variables(self) -> dict[str, Pytree]:
+    """`{'params', 'batch_stats'}`: what the model is applied with, scored and saved as."""
+    return {'params': self.params, 'batch_stats': self.batch_stats}
+
 
 def init_meta_state(variables: Mapping[str, Pytree], tx: optax.GradientTransformation, *,
                     meta_sgd: bool = False, inner_lr: Any = None) -> MetaTrainState:

@@ -6,7 +6,6 @@ Tiny model (width 1/16, 10 logits, head (16, 8)), 32 px inputs, a 3-type synthet
 
 import json
 import os
-import signal
 
 import numpy as np
 import pytest
@@ -52,6 +51,20 @@ def tiny_config():
   return c
 
 
+def assert_same_metrics(a, b):
+  """Asserts two runs' metric dicts are equal: exactly, except the logistic-fitted PLCC.
+
+  `plcc_logistic` comes from an iterative least-squares fit (MINPACK) on as few as 8 pairs;
+  two processes fitting bit-identical predictions have given values 2e-9 apart, so it is compared
+  to 1e-6 (relative). Every metric computed directly from the predictions must match exactly.
+  """
+  assert a.keys() == b.keys()
+  assert {k: v for k, v in a.items() if k != 'plcc_logistic'} == {
+      k: v for k, v in b.items() if k != 'plcc_logistic'}
+  if 'plcc_logistic' in a:
+    assert a['plcc_logistic'] == pytest.approx(b['plcc_logistic'], rel=1e-6)
+
+
 def tiny_source():
   return SyntheticBank(types=TYPES, max_side=48, progress=False)
 
@@ -88,7 +101,7 @@ def test_meta_training_on_a_prepared_tfds_dataset_equals_training_on_its_records
   losses = [[e['metrics'] for e in reporting.read_metrics(str(tmp_path / run), 'train')]
             for run in ('tfds_run', 'native_run')]
   assert losses[0] == losses[1] and len(losses[0]) == 2
-  assert prepared['final_val'] == native['final_val']
+  assert_same_metrics(prepared['final_val'], native['final_val'])
 
 
 def test_meta_train_writes_checkpoints_logs_and_report(meta_run):
@@ -148,41 +161,6 @@ def test_finetune_selects_on_val_and_reports_test(meta_run, source, tmp_path):
   np.testing.assert_allclose(scores, report['splits'][0]['predictions'][:5], atol=1e-5)
 
 
-class _SigtermOnRead:
-  """A source that sends this process SIGTERM when its `at`-th image is read (once), as a
-  scheduler preempting the job would."""
-
-  def __init__(self, source, at: int):
-    self.source, self.at, self.reads = source, at, 0
-
-  def __len__(self):
-    return len(self.source)
-
-  def metadata(self):
-    return self.source.metadata()
-
-  def __getitem__(self, i):
-    self.reads += 1
-    if self.reads == self.at:
-      os.kill(os.getpid(), signal.SIGTERM)
-    return self.source[i]
-
-
-def test_finetune_stops_on_sigterm_and_resumes_to_the_uninterrupted_result(source, tmp_path):
-  config = tiny_config()
-  config.data.verify_images = False  # Every read happens inside the fine-tuning loop.
-  config.finetune.splits = (0,)
-  whole = finetune.finetune(config, str(tmp_path / 'whole'), source=source)
-  train_size = len(json.load(open(tmp_path / 'whole' / 'splits.json'))['splits'][0]['train'])
-  interrupted = _SigtermOnRead(source, at=train_size + 1)  # In epoch 2 of 2, or its eve.
-  with pytest.raises(common.Preempted, match='fine-tuning split 0 stopped during epoch'):
-    finetune.finetune(config, str(tmp_path / 'cut'), source=interrupted)
-  assert interrupted.reads >= interrupted.at
-  resumed = finetune.finetune(config, str(tmp_path / 'cut'), source=source)
-  assert resumed['splits'][0]['predictions'] == whole['splits'][0]['predictions']
-  assert resumed['splits'][0]['best_epoch'] == whole['splits'][0]['best_epoch']
-
-
 def test_lodo_one_held_out_type(source, tmp_path):
   config = tiny_config()
   config.lodo.held_out = (10,)
@@ -215,8 +193,8 @@ def test_invalid_config_is_rejected_by_key_before_anything_runs(tmp_path, source
   assert not os.listdir(tmp_path)
 
 
-# Resuming a run killed with SIGKILL (and stopped with SIGTERM) to the uninterrupted result is
-# tested in tests/faults/test_fault_preemption.py.
+# Resuming a meta-training or fine-tuning run killed with SIGKILL (and stopped with SIGTERM) to
+# the uninterrupted result is tested in tests/faults/test_fault_preemption.py.
 
 
 @pytest.mark.parametrize('value, expected', [('', None), ('xla', 'xla'), ('auto', 'auto')])

@@ -83,8 +83,10 @@ def test_splits_are_shared_and_selection_never_sees_test(run):
     assert len(parts[2]) == round(N_IMAGES * config.finetune.test_fraction)
   for init in transfer.INITS:
     for k in range(config.finetune.n_splits):
-      logged = {e['split'] for e in _metrics(workdir / 'finetune' / init / f'split_{k}')}
-      assert logged == {'train', 'val', 'test'}
+      split_dir = workdir / 'finetune' / init / f'split_{k}'
+      assert {e['split'] for e in _metrics(split_dir)} == {'train', 'val'}
+      split_report = json.load(open(split_dir / 'report.json'))
+      assert split_report['split'] == k and split_report['test']['n'] == len(splits[k]['test'])
   assert report['pretrained'].keys() == {'meta', 'multitask'}
 
 

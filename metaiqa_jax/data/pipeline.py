@@ -1,13 +1,14 @@
 """grain input pipelines: fixed-shape numpy batches of (image, mos_norm, index) from any source.
 
-`make_loader` is the training/fine-tuning loader (shuffle, decode, transform, batch, optional
-worker processes); `make_eval_loader` visits every index exactly once in order, padding the last
-batch and marking real entries with `mask`. With `shard=(index, count)` each yields only part
+`make_batches` holds the training batches (shuffle, decode, transform, batch) as a random-access
+dataset, and `EpochBatches` reads them step by step for a training loop (optional worker
+processes); `make_eval_loader` visits every index exactly once in order, padding the last batch
+and marking real entries with `mask`. With `shard=(index, count)` each yields only part
 `index` of `count` contiguous parts of every batch (a process's share in a multi-process run);
 the batches themselves, and the random crops, do not depend on `count`.
 """
 
-from typing import Dict, Iterator, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 from absl import flags
 import grain
@@ -61,14 +62,14 @@ def _part_of_every_batch(ds: 'grain.MapDataset', num_batches: int, batch_size: i
           .batch(per))
 
 
-def make_loader(source, indices: Sequence[int], *, batch_size: int,
-                inputs: preprocess.InputSpec, train: bool, seed: int,
-                num_epochs: Optional[int] = None, worker_count: int = 0, shuffle: bool = True,
-                drop_remainder: Optional[bool] = None,
-                shard: Tuple[int, int] = (0, 1)) -> Iterator[Dict[str, np.ndarray]]:
-  """Iterator of batches {'image': float32, 'mos_norm': (B,) float32, 'index': (B,) int64
+def make_batches(source, indices: Sequence[int], *, batch_size: int,
+                 inputs: preprocess.InputSpec, train: bool, seed: int,
+                 num_epochs: Optional[int] = None, shuffle: bool = True,
+                 drop_remainder: Optional[bool] = None,
+                 shard: Tuple[int, int] = (0, 1)) -> 'grain.MapDataset':
+  """Random-access batches {'image': float32, 'mos_norm': (B,) float32, 'index': (B,) int64
   source indices}; 'image' is (B, S, S, 3) training crops (`inputs.train`) or with train=False
-  (B, V, S, S, 3) evaluation views (`inputs.eval`).
+  (B, V, S, S, 3) evaluation views (`inputs.eval`). Batch i is read only when asked for.
 
   Args:
     source: random-access source; indices: which of its records to use.
@@ -77,8 +78,7 @@ def make_loader(source, indices: Sequence[int], *, batch_size: int,
     train: True: one random training crop per image; False: the evaluation views.
     seed: seeds the shuffle (reshuffled every epoch) and the random crops; the order and the
       crops are a deterministic function of (seed, position in the stream).
-    num_epochs: passes over `indices`; None repeats forever.
-    worker_count: grain worker processes (0: load in this process).
+    num_epochs: passes over `indices`; None repeats forever (then the batches have no length).
     shuffle: shuffle the order.
     drop_remainder: drop an incomplete last batch (default: `train`, keeping shapes fixed).
     shard: (index, count): yield part `index` of `count` of every batch (B / count images; needs
@@ -100,7 +100,35 @@ def make_loader(source, indices: Sequence[int], *, batch_size: int,
     raise ValueError('a loader sharded over processes needs drop_remainder (equal shares)')
   else:
     ds = _part_of_every_batch(ds, len(ds) // batch_size, batch_size, shard)
-  return _iterate(ds, worker_count)
+  return ds
+
+
+class EpochBatches:
+  """`batches(step)`: the training batch of `step` when every epoch has its own batches.
+
+  Step s is batch `s % steps_per_epoch` of `make_epoch(s // steps_per_epoch)` (a `make_batches`
+  dataset, so a pure function of the step). Consecutive steps are read as one stream, loaded
+  by `worker_count` grain worker processes (0: in this process); any step may come first (a
+  resumed run), and only the batches from there on are read.
+  """
+
+  def __init__(self, make_epoch: Callable[[int], 'grain.MapDataset'], steps_per_epoch: int,
+               worker_count: int = 0):
+    self._make_epoch = make_epoch
+    self._steps_per_epoch = steps_per_epoch
+    self._worker_count = worker_count
+    self._stream, self._next_step = None, None
+
+  def __call__(self, step: int) -> Dict[str, np.ndarray]:
+    epoch, position = divmod(step, self._steps_per_epoch)
+    if step != self._next_step or position == 0:
+      batches = self._make_epoch(epoch)
+      if len(batches) < self._steps_per_epoch:
+        raise ValueError(f'epoch {epoch} has {len(batches)} batches, fewer than the '
+                         f'{self._steps_per_epoch} steps an epoch takes')
+      self._stream = _iterate(batches[position:self._steps_per_epoch], self._worker_count)
+    self._next_step = step + 1
+    return next(self._stream)
 
 
 def make_eval_loader(source, indices: Sequence[int], *, batch_size: int,

@@ -78,7 +78,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_steps = 20000                   # meta-steps.
   c.log_every = 50
   c.eval_every = 1000
-  c.checkpoint_every = 1000
+  c.checkpoint_every = 1000             # and after every validation.
   c.keep_checkpoints = 2                # latest checkpoints kept.
   c.keep_best = 2                       # best-by-val-SROCC checkpoints kept.
   c.eval_tasks = 8                      # meta-validation batches per evaluation.
@@ -106,6 +106,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.finetune.decay_rate = 0.9
   c.finetune.decay_epochs = 2
   c.finetune.eval_batch_size = 32
+  c.finetune.checkpoint_every = 0       # steps; 0: only after every epoch (when it validates).
 
   c.lodo = ml_collections.ConfigDict()
   c.lodo.held_out = ()                  # types to hold out one at a time (() = every type).
@@ -177,6 +178,7 @@ RULES = {
     'finetune.decay_rate': [configlib.in_range(1e-6, 1.0)],
     'finetune.decay_epochs': [configlib.at_least(1)],
     'finetune.eval_batch_size': [configlib.at_least(1)],
+    'finetune.checkpoint_every': [configlib.at_least(0)],
     'lodo.adapt_lr': [configlib.positive()],
     'lodo.test_size': [configlib.at_least(0)],
     'lodo.repeats': [configlib.at_least(1)],

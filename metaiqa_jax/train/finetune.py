@@ -6,7 +6,8 @@ epoch, keeps the checkpoint with the best val SROCC, and reports that checkpoint
 metrics: model selection never looks at test (the authors' script picked the best test epoch).
 Layout: `workdir/splits.json` (made once, reused), `workdir/split_<k>/` (checkpoints, logs,
 report), `workdir/report.json` (per split + mean/std/median), `workdir/scatter_split<k>.png`.
-A run started again resumes every split from its last finished epoch.
+A run started again resumes the split it was in from its last checkpoint (saved after every
+epoch and on SIGTERM) and skips the finished ones' training.
 """
 
 import logging

@@ -1,4 +1,4 @@
-"""The outer training loop shared by meta-training and the multitask baseline.
+"""The training loop shared by meta-training, the multitask baseline and fine-tuning.
 
 `run_steps` owns everything around the step function: resuming from the workdir's latest
 readable checkpoint, logging (`metrics.jsonl`, TensorBoard, progress bar), validation,
@@ -17,16 +17,38 @@ cannot be written (full disk, lost permission) stops it with `storage.StorageErr
 """
 
 import contextlib
+import dataclasses
 import logging
 import math
 import signal
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import ml_collections
 
 from metaiqa_jax import checkpoints, models, parallel
 from metaiqa_jax.train import common, reporting
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """How long `run_steps` runs and when it logs, validates and checkpoints (all in steps; a
+  validated step is always checkpointed too, so the best can be kept); how many checkpoints
+  it keeps (the latest ones, and the best by validation SROCC)."""
+  num_steps: int
+  log_every: int
+  eval_every: int
+  checkpoint_every: int
+  keep_latest: int
+  keep_best: int
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> 'Schedule':
+    """The schedule of a pretraining config (num_steps, log_every, eval_every,
+    checkpoint_every, keep_checkpoints, keep_best)."""
+    return cls(num_steps=config.num_steps, log_every=config.log_every,
+               eval_every=config.eval_every, checkpoint_every=config.checkpoint_every,
+               keep_latest=config.keep_checkpoints, keep_best=config.keep_best)
 
 
 @contextlib.contextmanager
@@ -47,21 +69,24 @@ def sigterm_requests():
 def run_steps(config: ml_collections.ConfigDict, workdir, *, model: models.MetaIQA, state: Any,
               step_fn: Callable[[Any, int], tuple[Any, dict]],
               validate: Callable[[Any], dict], name: str, writer: str,
-              loss_name: str = 'loss', primary: bool = True) -> dict:
-  """Runs steps `0..config.num_steps - 1` (resuming where the workdir's checkpoints stop).
+              loss_name: str = 'loss', primary: bool = True,
+              schedule: Optional[Schedule] = None, desc: Optional[str] = None) -> dict:
+  """Runs steps `0..schedule.num_steps - 1` (resuming where the workdir's checkpoints stop).
 
   Args:
-    config: uses num_steps, log_every, eval_every, checkpoint_every, keep_checkpoints,
-      keep_best, seed.
+    config: the run's config: its `data` (the input settings) and the whole config are stored
+      with every checkpoint, its `seed` too.
     workdir: the run's (writable) working directory.
     model: for the ModelConfig stored with every checkpoint.
     state: the initial train state (replaced by the restored one when resuming).
     step_fn: `(state, step) -> (state, metrics)`, metrics holding a scalar `loss`.
     validate: `state -> metrics` (with `srocc`, which ranks checkpoints).
-    name: what a step is called in messages and the progress bar ('meta-step', ...).
+    name: what a step is called in messages ('meta-step', ...).
     writer: the training function, recorded with every checkpoint ('meta_train', ...).
     loss_name: what the loss is called in the NaN message ('query loss', ...).
     primary: False on all processes but the first (no logs, no progress bar).
+    schedule: default `Schedule.from_config(config)`.
+    desc: the progress bar's label (default `name`).
 
   Returns:
     `{'state', 'final_val', 'val_history', 'best_step'}`.
@@ -72,10 +97,11 @@ def run_steps(config: ml_collections.ConfigDict, workdir, *, model: models.MetaI
     storage.StorageError: a checkpoint or log write failed (names the step and the last
       complete checkpoint, from which the run resumes).
   """
+  schedule = Schedule.from_config(config) if schedule is None else schedule
   with checkpoints.Checkpointer(workdir, model_config=models.model_config(model),
                               inputs=common.input_spec(config.data),
                               written_by=common.provenance(writer, config),
-                              keep_latest=config.keep_checkpoints, keep_best=config.keep_best,
+                              keep_latest=schedule.keep_latest, keep_best=schedule.keep_best,
                               best_metric='val_srocc') as ckpt:
     restored = ckpt.restore_latest(state)
     start = 0
@@ -87,8 +113,8 @@ def run_steps(config: ml_collections.ConfigDict, workdir, *, model: models.MetaI
                              last_checkpoint=ckpt.last_complete_step) as run_log:
       val, history = None, []
       with sigterm_requests() as sigterm, reporting.progress_bar(
-          config.num_steps, initial=start, desc=name, enabled=primary) as bar:
-        for step in range(start, config.num_steps):
+          schedule.num_steps, initial=start, desc=desc or name, enabled=primary) as bar:
+        for step in range(start, schedule.num_steps):
           state, step_metrics = step_fn(state, step)
           done = step + 1
           loss = float(step_metrics['loss'])
@@ -98,19 +124,20 @@ def run_steps(config: ml_collections.ConfigDict, workdir, *, model: models.MetaI
             raise common.NonFiniteLossError(
                 f'{name} {done}: {loss_name} is {loss}; stopping. The last good checkpoint is '
                 f'step {good[-1] if good else "(none)"} in {ckpt.directory}')
-          bar.update(1)
-          reporting.show_metrics(bar, {'loss': loss}
-                                 | ({'val_srocc': val['srocc']} if val else {}))
-          if done % config.log_every == 0 or done == config.num_steps:
+          last = done == schedule.num_steps
+          if done % schedule.log_every == 0 or last:
             run_log.log(done, 'train', step_metrics)
-          evaluated = done % config.eval_every == 0 or done == config.num_steps
+          evaluated = done % schedule.eval_every == 0 or last
           if evaluated:
             val = validate(state)
             run_log.log(done, 'val', val)
             history.append({'step': done, **val})
+          bar.update(1)
+          reporting.show_metrics(bar, {'loss': loss}
+                                 | ({'val_srocc': val['srocc']} if val else {}))
           # Every process stops after the same step, whichever of them got the signal.
           stop = parallel.any_process(bool(sigterm))
-          if done % config.checkpoint_every == 0 or done == config.num_steps or stop:
+          if done % schedule.checkpoint_every == 0 or evaluated or last or stop:
             # Ranked only by a validation of this very step, so the kept "best" checkpoints do
             # not depend on where a run was resumed.
             ckpt.save(done, state, metrics={'val_srocc': val['srocc']} if evaluated else None,

@@ -99,9 +99,8 @@ def make_validator(config, apply_fn, val_sampler):
 
   def validate(state):
     lr = state.inner_lr if state.inner_lr is not None else lrs
-    return evaluation.meta_validate(adapt_predict, lr, {'params': state.params,
-                                                        'batch_stats': state.batch_stats},
-                                    val_sampler, config.eval_tasks, seed=config.seed)
+    return evaluation.meta_validate(adapt_predict, lr, state.variables, val_sampler,
+                                    config.eval_tasks, seed=config.seed)
   return validate
 
 

@@ -33,10 +33,8 @@ def make_train_step(apply_fn: meta.ApplyFn, tx: optax.GradientTransformation,
   mesh = parallel.make_mesh() if mesh is None else mesh
 
   def step(state: meta.MetaTrainState, images, mos, rng):
-    variables = {'params': state.params, 'batch_stats': state.batch_stats}
-
     def loss(params):
-      pred, new_state = apply_fn(variables | {'params': params}, images, True,
+      pred, new_state = apply_fn(state.variables | {'params': params}, images, True,
                                  rngs={'dropout': rng})
       return loss_fn(pred, mos), new_state
 

@@ -5,7 +5,7 @@ import pytest
 
 from metaiqa_jax.data import SyntheticBank, distort
 from metaiqa_jax.preprocess import InputSpec
-from metaiqa_jax.data.pipeline import make_eval_loader, make_loader
+from metaiqa_jax.data.pipeline import EpochBatches, make_batches, make_eval_loader
 from metaiqa_jax.data.splits import (load_splits, lodo_split, make_splits, reference_groups,
                                      save_splits)
 from metaiqa_jax.data.tasks import TaskSampler
@@ -168,21 +168,37 @@ def test_make_splits_authentic_by_image():
   assert (len(s['train']), len(s['val']), len(s['test'])) == (35, 5, 10)
 
 
-def test_make_loader_epoch_and_determinism(bank):
+def test_make_batches_epoch_and_determinism(bank):
   indices = np.arange(0, 75, 3)  # 25 records
-  batches = list(make_loader(bank, indices, batch_size=4, inputs=INPUTS, train=True,
-                             seed=0, num_epochs=1, drop_remainder=False))
+  batches = list(make_batches(bank, indices, batch_size=4, inputs=INPUTS, train=True,
+                              seed=0, num_epochs=1, drop_remainder=False))
   assert [b['image'].shape[0] for b in batches] == [4] * 6 + [1]
   assert batches[0]['image'].shape[1:] == (IMAGE_SIZE, IMAGE_SIZE, 3)
   seen = np.concatenate([b['index'] for b in batches])
   assert sorted(seen.tolist()) == indices.tolist() and seen.tolist() != indices.tolist()
   np.testing.assert_allclose(np.concatenate([b['mos_norm'] for b in batches]),
                              bank.metadata()['mos_norm'][seen], rtol=1e-6)
-  again = make_loader(bank, indices, batch_size=4, inputs=INPUTS, train=True, seed=0)
-  first = next(again)
-  np.testing.assert_array_equal(first['image'], batches[0]['image'])
-  endless = [next(again) for _ in range(10)]  # repeats past one epoch, fixed shapes
-  assert all(b['image'].shape[0] == 4 for b in endless)
+  endless = make_batches(bank, indices, batch_size=4, inputs=INPUTS, train=True, seed=0)
+  np.testing.assert_array_equal(endless[0]['image'], batches[0]['image'])
+  assert all(endless[i]['image'].shape[0] == 4 for i in range(5, 11))  # Past one epoch.
+  again = make_batches(bank, indices, batch_size=4, inputs=INPUTS, train=True, seed=0,
+                       num_epochs=1, drop_remainder=False)
+  np.testing.assert_array_equal(again[3]['image'], batches[3]['image'])  # Random access.
+
+
+def test_epoch_batches_from_any_step_equal_the_epochs_read_in_order(bank):
+  indices = np.arange(10)
+  make_epoch = lambda epoch: make_batches(bank, indices, batch_size=4, inputs=INPUTS,
+                                          train=True, seed=epoch, num_epochs=1)
+  in_order = [b for epoch in range(3) for b in make_epoch(epoch)]  # 2 steps per epoch.
+  from_start = EpochBatches(make_epoch, steps_per_epoch=2)
+  resumed = EpochBatches(make_epoch, steps_per_epoch=2)
+  for step, expected in enumerate(in_order):
+    np.testing.assert_array_equal(from_start(step)['image'], expected['image'])
+    if step >= 3:  # A run resumed at step 3 (mid-epoch 1) reads on from there.
+      np.testing.assert_array_equal(resumed(step)['index'], expected['index'])
+  with pytest.raises(ValueError, match='epoch 0 has 2 batches, fewer than the 3 steps'):
+    EpochBatches(make_epoch, steps_per_epoch=3)(0)
 
 
 def test_eval_loader_covers_every_index_once(bank):
@@ -201,7 +217,7 @@ def test_process_shares_of_every_batch_make_up_the_unsharded_batches(bank):
   indices = np.arange(0, 75, 2)  # 38 records
   train = dict(batch_size=6, inputs=INPUTS, train=True, seed=5, num_epochs=2)
   evals = dict(batch_size=6, inputs=INPUTS)
-  for make, kwargs in ((make_loader, train), (make_eval_loader, evals)):
+  for make, kwargs in ((make_batches, train), (make_eval_loader, evals)):
     whole = list(make(bank, indices, **kwargs))
     parts = [list(make(bank, indices, shard=(i, 3), **kwargs)) for i in range(3)]
     assert [len(p) for p in parts] == [len(whole)] * 3
@@ -210,17 +226,17 @@ def test_process_shares_of_every_batch_make_up_the_unsharded_batches(bank):
       for key, value in batch.items():
         np.testing.assert_array_equal(np.concatenate([p[b][key] for p in parts]), value)
   with pytest.raises(ValueError, match='divisible'):
-    make_loader(bank, indices, shard=(0, 4), **train)
+    make_batches(bank, indices, shard=(0, 4), **train)
   with pytest.raises(ValueError, match='drop_remainder'):
-    make_loader(bank, indices, shard=(0, 2), drop_remainder=False, **train)
+    make_batches(bank, indices, shard=(0, 2), drop_remainder=False, **train)
 
 
-def test_loader_with_worker_process(bank):
-  indices = np.arange(8)
-  kwargs = dict(batch_size=4, inputs=INPUTS, train=True, seed=3, num_epochs=1)
-  in_process = list(make_loader(bank, indices, **kwargs))
-  workers = list(make_loader(bank, indices, worker_count=1, **kwargs))
-  assert len(workers) == len(in_process) == 2
-  for a, b in zip(in_process, workers):
+def test_epoch_batches_with_worker_process(bank):
+  make_epoch = lambda epoch: make_batches(bank, np.arange(8), batch_size=4, inputs=INPUTS,
+                                          train=True, seed=3 + epoch, num_epochs=1)
+  in_process = EpochBatches(make_epoch, steps_per_epoch=2)
+  workers = EpochBatches(make_epoch, steps_per_epoch=2, worker_count=1)
+  for step in range(4):
+    a, b = in_process(step), workers(step)
     np.testing.assert_array_equal(a['index'], b['index'])
     np.testing.assert_array_equal(a['image'], b['image'])

@@ -18,7 +18,7 @@ from metaiqa_jax import checkpoints
 from metaiqa_jax.data import CSVDataset
 from metaiqa_jax.data.base import UnreadableImagesError
 from metaiqa_jax.images import ImageReadError
-from metaiqa_jax.train import common, meta_train, reporting
+from metaiqa_jax.train import common, finetune, meta_train, reporting
 import test_programs
 
 
@@ -83,6 +83,36 @@ def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(finished_
   jax.tree.map(np.testing.assert_array_equal, before, after)
 
 
+class NaNRecordLabels(NaNLabels):
+  """`source` whose records (what fine-tuning batches read) carry NaN labels."""
+
+  def metadata(self):
+    return self.source.metadata()
+
+  def __getitem__(self, index):
+    return self.source[index] | {'mos_norm': np.float32(np.nan)}
+
+
+def test_finetuning_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(source,
+                                                                                  tmp_path):
+  config = test_programs.tiny_config()
+  config.data.verify_images = False
+  config.finetune.splits = (0,)
+  config.finetune.epochs = 1
+  finetune.finetune(config, str(tmp_path), source=source)
+  split_dir = os.path.join(tmp_path, 'split_0')
+  [epoch_end] = _committed_steps(split_dir)
+  _, before = checkpoints.restore_variables(os.path.join(split_dir, 'checkpoints', str(epoch_end)))
+  config.finetune.epochs = 2
+  with pytest.raises(common.NonFiniteLossError,
+                     match=rf'fine-tuning split 0, step {epoch_end + 1}: loss is nan; stopping\. '
+                           rf'The last good checkpoint is step {epoch_end} in '):
+    finetune.finetune(config, str(tmp_path), source=NaNRecordLabels(source))
+  assert _committed_steps(split_dir) == [epoch_end]
+  _, after = checkpoints.restore_variables(os.path.join(split_dir, 'checkpoints', str(epoch_end)))
+  jax.tree.map(np.testing.assert_array_equal, before, after)
+
+
 def _truncate_largest_file(directory):
   files = [os.path.join(root, f) for root, _, names in os.walk(directory) for f in names]
   largest = max(files, key=os.path.getsize)
@@ -102,7 +132,7 @@ def test_corrupted_latest_checkpoint_falls_back_with_a_warning(finished_run, sou
   assert any(f'checkpoint {step4} is unreadable' in w and 'falling back' in w for w in warnings)
   assert os.listdir(os.path.join(workdir, 'corrupt_checkpoints'))
   assert _committed_steps(workdir) == [2, 4]  # Steps 3-4 trained again from step 2.
-  assert report['final_val'] == finished_run[1]['final_val']
+  test_programs.assert_same_metrics(report['final_val'], finished_run[1]['final_val'])
   assert [e['step'] for e in reporting.read_metrics(workdir, 'train')] == [1, 2, 3, 4]
 
 

@@ -111,7 +111,7 @@ def reference(tmp_path_factory):
 
 def _assert_same_run(a, b):
   report = lambda d: json.load(open(os.path.join(d, 'report.json')))
-  assert report(a)['final_val'] == report(b)['final_val']
+  test_programs.assert_same_metrics(report(a)['final_val'], report(b)['final_val'])
   assert report(a)['best_step'] == report(b)['best_step']
   losses = lambda d: [(e['step'], e['metrics']['loss']) for e in reporting.read_metrics(d, 'train')]
   assert losses(a) == losses(b)
