@@ -63,7 +63,7 @@ def _part_of_every_batch(ds: 'grain.MapDataset', num_batches: int, batch_size: i
 
 
 def make_batches(source, indices: Sequence[int], *, batch_size: int,
-                 inputs: preprocess.InputSpec, train: bool, seed: int,
+                 inputs: preprocess.InputSpec, train: bool, seed: int | Sequence[int],
                  num_epochs: Optional[int] = None, shuffle: bool = True,
                  drop_remainder: Optional[bool] = None,
                  shard: Tuple[int, int] = (0, 1)) -> 'grain.MapDataset':
@@ -77,7 +77,8 @@ def make_batches(source, indices: Sequence[int], *, batch_size: int,
     inputs: how images become model inputs (S = inputs.image_size, V = inputs.num_views).
     train: True: one random training crop per image; False: the evaluation views.
     seed: seeds the shuffle (reshuffled every epoch) and the random crops; the order and the
-      crops are a deterministic function of (seed, position in the stream).
+      crops are a deterministic function of (seed, position in the stream). An int, or a path
+      of ints naming the stream (e.g. `(seed, split, epoch)`).
     num_epochs: passes over `indices`; None repeats forever (then the batches have no length).
     shuffle: shuffle the order.
     drop_remainder: drop an incomplete last batch (default: `train`, keeping shapes fixed).
@@ -85,6 +86,8 @@ def make_batches(source, indices: Sequence[int], *, batch_size: int,
       drop_remainder).
   """
   drop_remainder = train if drop_remainder is None else drop_remainder
+  if not isinstance(seed, (int, np.integer)):  # grain takes one integer: derive it from the path.
+    seed = int(np.random.SeedSequence([int(s) for s in seed]).generate_state(1)[0])
   ds = grain.MapDataset.source(_Subset(source, indices))
   if shuffle:
     ds = ds.shuffle(seed=seed)

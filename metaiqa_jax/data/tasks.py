@@ -27,7 +27,7 @@ class TaskSampler:
     support_size, query_size: images per task in the support and query set.
     tasks_per_batch: tasks per meta-batch (leading axis).
     inputs: how images become model inputs (`preprocess.InputSpec`).
-    seed: base seed.
+    seed: base seed, an int or a path of ints naming the stream (e.g. `(seed, 1)`).
     train: True: one random training crop per image (`inputs.train`); False: the evaluation
       views of each image (`inputs.eval`).
 
@@ -37,7 +37,7 @@ class TaskSampler:
 
   def __init__(self, source, *, types: Optional[Sequence[int]] = None, support_size: int,
                query_size: int, tasks_per_batch: int, inputs: preprocess.InputSpec,
-               seed: int = 0, train: bool = True):
+               seed: int | Sequence[int] = 0, train: bool = True):
     for name, value in (('support_size', support_size), ('query_size', query_size),
                         ('tasks_per_batch', tasks_per_batch)):
       if int(value) < 1:
@@ -45,7 +45,8 @@ class TaskSampler:
     self.source = source
     self.support_size, self.query_size = int(support_size), int(query_size)
     self.tasks_per_batch, self.inputs = int(tasks_per_batch), inputs
-    self.seed, self.train = int(seed), bool(train)
+    self.seed = tuple(int(s) for s in np.atleast_1d(seed))
+    self.train = bool(train)
     meta = source.metadata()
     dist_type = np.asarray(meta['dist_type'])
     self._mos_norm = np.asarray(meta['mos_norm'], np.float32)
@@ -80,7 +81,7 @@ class TaskSampler:
   def plan(self, step: int) -> Dict[str, np.ndarray]:
     """Which records form meta-batch `step`: dict of int64 arrays
     types (tasks,), support (tasks, support_size), query (tasks, query_size) source indices."""
-    rng = np.random.default_rng([self.seed, int(step), 0])
+    rng = np.random.default_rng([*self.seed, int(step), 0])
     types = rng.choice(np.array(self.types), self.tasks_per_batch,
                        replace=self.tasks_per_batch > len(self.types))
     support, query = [], []
@@ -115,7 +116,7 @@ class TaskSampler:
     chosen = range(self.tasks_per_batch)[tasks]
     support, query = [], []
     for t in chosen:
-      rng = np.random.default_rng([self.seed, int(step), 1, t])
+      rng = np.random.default_rng([*self.seed, int(step), 1, t])
       support.append(self._images(plan['support'][t], rng))
       query.append(self._images(plan['query'][t], rng))
     rows = np.asarray(chosen, np.int64)

@@ -121,7 +121,7 @@ def evaluate_method(name, adapt_predict, inner_lr, variables, bank, test_photos,
           adapt_predict, inner_lr, variables,
           (evaluation.eval_views(bank, draw, inputs), labels[draw]), query_set,
           shots=config.lodo.shots, steps=(max(config.lodo.adapt_steps),),
-          key=jax.random.key(seed),
+          key=jax.random.fold_in(jax.random.key(config.seed), seed),
           fields={'method': name, 'held_out_type': int(t), 'type_name': KADID_TYPES[t - 1],
                   'seed': seed})
   return rows

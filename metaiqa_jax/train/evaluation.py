@@ -107,11 +107,12 @@ def meta_validate(adapt_predict: Callable, inner_lr: Any, variables: Mapping, sa
   """
   preds, labels, per_task = [], [], []
   for b in range(num_batches):
+    batch_key = jax.random.fold_in(jax.random.key(seed), b)
     tasks = sampler.sample(b)
     (sx, sy), (qx, qy) = tasks['support'], tasks['query']
     for t in range(sx.shape[0]):
       p = np.asarray(adapt_predict(inner_lr, variables, sx[t], sy[t], qx[t],
-                                   jax.random.key(seed * 7919 + b * 131 + t)))
+                                   jax.random.fold_in(batch_key, t)))
       preds.append(p)
       labels.append(qy[t])
       if len(p) >= metrics.MIN_PAIRS and np.ptp(qy[t]) > 0 and np.ptp(p) > 0:

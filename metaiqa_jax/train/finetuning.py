@@ -49,15 +49,16 @@ def finetune_split(config, source, split: dict, k: int, split_dir, model, apply_
   steps_per_epoch = len(split['train']) * ft.crops_per_image // batch_size
   tx = optim.make_optimizer(lr=ft.lr, head_lr=ft.head_lr,
                             schedule=lr_schedule(ft, steps_per_epoch))
+  split_key = jax.random.fold_in(jax.random.key(config.seed), k)
   variables = common.initial_variables(model, config.model.init,
-                                       jax.random.key(config.seed + k), config.data.image_size)
+                                       jax.random.fold_in(split_key, 0), config.data.image_size)
   train_step = supervised.make_train_step(apply_fn, tx)
   predict = supervised.make_predict(apply_fn)
-  dropout_key = jax.random.key(config.seed * 1000 + k)
+  dropout_key = jax.random.fold_in(split_key, 1)
   epoch_batches = pipeline.EpochBatches(
       lambda epoch: pipeline.make_batches(
           source, split['train'], batch_size=batch_size, inputs=common.input_spec(config.data),
-          train=True, seed=config.seed * 100003 + k * 1009 + epoch,
+          train=True, seed=(config.seed, k, epoch),
           num_epochs=ft.crops_per_image, shard=(jax.process_index(), jax.process_count())),
       steps_per_epoch, worker_count=config.data.worker_count)
   num_steps = ft.epochs * steps_per_epoch
@@ -65,7 +66,8 @@ def finetune_split(config, source, split: dict, k: int, split_dir, model, apply_
 
   def one_step(state, step):
     batch = batches.get(step)
-    return train_step(state, batch['image'], batch['mos_norm'], jax.random.fold_in(dropout_key, step))
+    return train_step(state, batch['image'], batch['mos_norm'],
+                      jax.random.fold_in(dropout_key, step))
 
   def evaluate(variables, part: str):
     return evaluation.evaluate_indices(predict, variables, source, split[part], config)

@@ -23,10 +23,10 @@ from metaiqa_jax.train import common, defaults, evaluation, meta_train, reportin
 
 
 def draw_support_query(metadata, dist_type: int, *, shots: int, test_size: int,
-                       seed: int) -> tuple[np.ndarray, np.ndarray]:
+                       seed: int, repeat: int = 0) -> tuple[np.ndarray, np.ndarray]:
   """Support (`shots` indices) and query (up to `test_size`, 0 = all) indices of one type,
   from disjoint reference contents: half the references (at least one) are support
-  candidates, the rest query. Deterministic in (seed, dist_type)."""
+  candidates, the rest query. Deterministic in (seed, repeat, dist_type)."""
   idx = np.flatnonzero(metadata['dist_type'] == dist_type)
   if idx.size == 0:
     raise ValueError(f'distortion type {dist_type} has no images')
@@ -34,7 +34,7 @@ def draw_support_query(metadata, dist_type: int, *, shots: int, test_size: int,
   unique = np.unique(groups)
   if unique.size < 2:
     raise ValueError(f'type {dist_type}: need images of at least 2 reference contents')
-  rng = np.random.default_rng([seed, dist_type])
+  rng = np.random.default_rng([seed, repeat, dist_type])
   order = rng.permutation(unique)
   support_refs = order[:max(1, unique.size // 2)]
   is_support = np.isin(groups, support_refs)
@@ -56,7 +56,7 @@ def held_out_rows(adapt_predict: Mapping[int, Callable], inner_lr: Any, variable
     inner_lr: the adaptation learning rate(s) passed to those functions.
     variables: the initialisation to adapt.
     shots, steps: k values (0 = zero-shot, scored once per repeat) and step counts.
-    repeats: support/query draws (seeds seed..seed+repeats-1).
+    repeats: support/query draws (`draw_support_query` with repeat 0..repeats-1).
     extra: fields copied into every row (e.g. the method name).
 
   Returns:
@@ -68,12 +68,12 @@ def held_out_rows(adapt_predict: Mapping[int, Callable], inner_lr: Any, variable
   rows = []
   for repeat in range(repeats):
     support, query = draw_support_query(metadata, dist_type, shots=max(shots),
-                                        test_size=test_size, seed=seed + repeat)
+                                        test_size=test_size, seed=seed, repeat=repeat)
     rows += evaluation.shot_rows(
         adapt_predict, inner_lr, variables,
         (evaluation.eval_views(source, support, inputs), labels[support]),
         (evaluation.eval_views(source, query, inputs), labels[query]),
-        shots=shots, steps=steps, key=jax.random.key(repeat),
+        shots=shots, steps=steps, key=jax.random.fold_in(jax.random.key(seed), repeat),
         fields={'held_out_type': int(dist_type), 'repeat': repeat, **(extra or {})})
   return rows
 

@@ -84,7 +84,7 @@ def make_samplers(config, source):
                 inputs=common.input_spec(config.data))
   train = tasks.TaskSampler(views.Subset(source, split['train']), seed=config.seed, train=True,
                             **shared)
-  val = tasks.TaskSampler(views.Subset(source, split['test']), seed=config.seed + 1,
+  val = tasks.TaskSampler(views.Subset(source, split['test']), seed=(config.seed, 1),
                           train=False, **shared)
   return train, val
 

@@ -93,6 +93,12 @@ def test_reproducible_by_seed_and_step(sampler, bank):
   other_seed = TaskSampler(bank, support_size=4, query_size=3, tasks_per_batch=2,
                            inputs=INPUTS, seed=8)
   assert not np.array_equal(a['support'][0], other_seed.sample(3)['support'][0])
+  as_path = TaskSampler(bank, support_size=4, query_size=3, tasks_per_batch=2,
+                        inputs=INPUTS, seed=(7,))  # The same stream as seed=7.
+  np.testing.assert_array_equal(a['support'][0], as_path.sample(3)['support'][0])
+  sub_stream = TaskSampler(bank, support_size=4, query_size=3, tasks_per_batch=2,
+                           inputs=INPUTS, seed=(7, 1))
+  assert not np.array_equal(a['support'][0], sub_stream.sample(3)['support'][0])
 
 
 def test_a_slice_of_the_tasks_is_that_slice_of_the_whole_meta_batch(bank):
@@ -184,6 +190,9 @@ def test_make_batches_epoch_and_determinism(bank):
   again = make_batches(bank, indices, batch_size=4, inputs=INPUTS, train=True, seed=0,
                        num_epochs=1, drop_remainder=False)
   np.testing.assert_array_equal(again[3]['image'], batches[3]['image'])  # Random access.
+  by_path = lambda path: make_batches(bank, indices, batch_size=4, inputs=INPUTS, train=True,
+                                      seed=path, num_epochs=1)[0]['index'].tolist()
+  assert by_path((0, 1, 2)) == by_path([0, 1, 2]) != by_path((0, 1, 3))  # A seed path.
 
 
 def test_epoch_batches_from_any_step_equal_the_epochs_read_in_order(bank):

@@ -1,13 +1,14 @@
 """Preemption: SIGTERM and SIGKILL at seeded random points of a training subprocess.
 
 Both programs that train through the shared step loop are hit: meta-training (12 steps) and
-fine-tuning (split 0 for 3 epochs of 22 steps), both checkpointed after every step. One uninterrupted run is the reference. A second workdir is interrupted
-three times (SIGTERM, SIGKILL, SIGTERM; fine-tuning, slower to start, twice), each time at a
-random delay after the run's next checkpoint appears, then run to the end. After every interruption every committed checkpoint
-must be readable; a SIGTERM must end the run gracefully (exit 143, the step it saved named,
-that step on disk, the log cut there). The first signal comes after the first validation, so
-the best-so-far checkpoint must survive resuming. The finished run must equal the reference: reports,
-logged losses and final weights.
+fine-tuning (split 0 for 3 epochs of 22 steps), both checkpointed after every step. One
+uninterrupted run is the reference. A second workdir is interrupted three times (SIGTERM,
+SIGKILL, SIGTERM; fine-tuning, slower to start, twice), each time at a random delay after the
+run's next checkpoint appears, then run to the end. After every interruption every committed
+checkpoint must be readable; a SIGTERM must end the run gracefully (exit 143, the step it saved
+named, that step on disk, the log cut there). The first signal comes after the first
+validation, so the best-so-far checkpoint must survive resuming. The finished run must equal
+the reference: reports, logged losses and final weights.
 
 The worker's source sleeps per image so a step takes long enough (~0.2-0.3 s) to be hit.
 """
