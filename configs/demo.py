@@ -86,21 +86,49 @@ The demo itself (`metaiqa-demo`, 2 cores, nothing else running):
 
 The last row is the committed code (README table). It differs from the row above in how the
 meta-step runs, not in what it computes: the inner step is no longer a one-step `lax.scan`, in
-which XLA's CPU convolution gradients were slow (BENCHMARKS.md, section 2), so the demo takes
-a minute less (4000 meta-steps now take 3 min 10 s); float rounding changed with the program, and with it
-the meta-learned model's held-out figure (multitask, whose program did not change, is
-identical). The row above it differs from the one before only in the random crops: each task's images and crops are now drawn from (seed, step, task), so that each
-process of a multi-process run loads only its own tasks. How much one crop stream decides:
-multitask regression with these settings, 4000 steps, over four crop streams (the same photos,
-types and schedule): sanity SROCC 0.454, 0.385, 0.414, 0.426 (mean 0.420). Differences of a few
-hundredths between single runs in the sweeps above are within this noise.
+which XLA's CPU convolution gradients were slow (BENCHMARKS.md, section 2), so the demo takes a
+minute less (4000 meta-steps now take 3 min 10 s); float rounding changed with the program, and
+with it the meta-learned model's held-out figure (multitask, whose program did not change, is
+identical). The row above it differs from the one before only in the random crops: each task's
+images and crops are now drawn from (seed, step, task), so that each process of a multi-process run
+loads only its own tasks. How much one crop stream decides: multitask regression with these
+settings, 4000 steps, over four crop streams (the same photos, types and schedule): sanity SROCC
+0.454, 0.385, 0.414, 0.426 (mean 0.420). Differences of a few hundredths between single runs in the
+sweeps above are within this noise.
 Target sanity >= 0.6 for both: not met.
 A second run with the same compilation cache (~/.cache/metaiqa_jax/xla) reached its first
 meta-step 21 s sooner (102 s after launch instead of 123 s; 81 s of both make the bank).
 """
 
-from metaiqa_jax.train import demo
+import ml_collections
+
+from metaiqa_jax.configs import pretraining
 
 
-def get_config():
-  return demo.demo_config()
+def get_config(arg: str = '') -> ml_collections.ConfigDict:
+  """The demo's settings: the shared pretraining (configs/pretraining.py) plus what is held out
+  and how adaptation is scored. `arg='smoke'`: the same pipeline at toy size for CI (2 held-out
+  types, a few training steps, tiny model); its numbers mean nothing."""
+  smoke = arg == 'smoke'
+  c = pretraining.get_config(arg)
+  if not smoke:
+    # Cheaper steps, more of them (the sweep above: at equal wall time 32 px inputs of 2 x 2
+    # mini-patches beat 64 px ones of 4 x 4). 4000 steps of each trainer fill the budget.
+    c.data.image_size = 32
+    c.data.fragments = 2
+    c.num_steps = 4000
+    c.optim.decay_steps = c.num_steps - c.optim.warmup_steps
+    c.eval_every = c.num_steps
+    c.checkpoint_every = 1000
+  c.lodo.shots = (0, 5, 20)
+  c.lodo.adapt_steps = (1,)             # = meta.inner_steps: the procedure meta-training optimised.
+  c.lodo.adapt_lr = c.meta.inner_lr_head
+  c.demo.held_out_types = (2, 8, 10, 11, 21)
+  c.demo.held_out_photos = 5
+  c.demo.seeds = 4
+  if smoke:
+    c.lodo.shots = (0, 3)
+    c.demo.held_out_types = (10, 11)
+    c.demo.held_out_photos = 3
+    c.demo.seeds = 2
+  return c

@@ -20,8 +20,37 @@ three initialisations the other way round: within the run-to-run noise).
 This is not the paper's protocol (no ImageNet weights, half the images at 256 px, CPU budget).
 """
 
-from metaiqa_jax.train import transfer
+import ml_collections
+
+from metaiqa_jax.configs import pretraining
 
 
-def get_config():
-  return transfer.transfer_config()
+def get_config(arg: str = '') -> ml_collections.ConfigDict:
+  """The LIVE Challenge transfer experiment. `arg='smoke'`: toy size for tests (meaningless
+  numbers)."""
+  smoke = arg == 'smoke'
+  c = pretraining.get_config(arg)
+  c.data.held_out_types = ()            # Pretrain on every type: the test set is elsewhere.
+  if not smoke:                         # A longer pretraining than the demo's (40 min budget).
+    c.num_steps = 2000
+    c.optim.decay_steps = c.num_steps - c.optim.warmup_steps
+    c.eval_every = c.num_steps
+    c.checkpoint_every = 500
+  c.finetune.source = 'livec'
+  c.finetune.n_splits = 5
+  c.finetune.test_fraction = 0.2
+  c.finetune.val_fraction = 0.1
+  c.finetune.epochs = 10
+  c.finetune.crops_per_image = 4
+  c.finetune.batch_size = 32
+  c.finetune.lr = 1e-3
+  c.finetune.head_lr = 1e-3
+  c.finetune.schedule = 'cosine'
+  c.finetune.eval_batch_size = 32
+  if smoke:
+    c.finetune.n_splits = 2
+    c.finetune.epochs = 2
+    c.finetune.crops_per_image = 1
+    c.finetune.batch_size = 4
+    c.finetune.eval_batch_size = 4
+  return c

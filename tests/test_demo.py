@@ -1,4 +1,4 @@
-"""The demo pipeline at toy size (`demo_config(smoke=True)`): structure of what it writes.
+"""The demo pipeline at toy size (`configs/demo.py:smoke`): structure of what it writes.
 
 Its numbers mean nothing at this size; the measured demo is in the README.
 """
@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 
+from metaiqa_jax.configs import demo as demo_config
 from metaiqa_jax.data import SyntheticBank
 from metaiqa_jax.train import demo
 
@@ -16,12 +17,12 @@ from metaiqa_jax.train import demo
 @pytest.fixture(scope='module')
 def smoke_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp('demo')
-  return workdir, demo.demo(demo.demo_config(smoke=True), str(workdir))
+  return workdir, demo.demo(demo_config.get_config('smoke'), str(workdir))
 
 
 def test_demo_writes_rows_for_every_method_type_k_and_seed(smoke_run):
   workdir, report = smoke_run
-  config = demo.demo_config(smoke=True)
+  config = demo_config.get_config('smoke')
   rows = json.load(open(workdir / 'report.json'))['results']
   expected = {(m, t, k, s) for m in demo.METHODS for t in config.demo.held_out_types
               for k in config.lodo.shots for s in range(config.demo.seeds)}
@@ -59,7 +60,7 @@ def test_training_never_sees_held_out_types_or_photos(smoke_run):
     trained = json.load(open(workdir / run / 'report.json'))['train_types']
     assert not set(trained) & set(report['held_out_types'])
     assert len(trained) == 25 - len(report['held_out_types'])
-  assert len(report['held_out_photos']) == demo.demo_config(smoke=True).demo.held_out_photos
+  assert len(report['held_out_photos']) == demo_config.get_config('smoke').demo.held_out_photos
 
 
 def test_training_source_drops_exactly_the_held_out_photos():

@@ -4,12 +4,16 @@ Tiny model (width 1/16, 10 logits, head (16, 8)), 32 px inputs, a 3-type synthet
 48 px photos. Each program is called through the same function its launch calls.
 """
 
+import importlib
+import inspect
 import json
 import os
+import pkgutil
 
 import numpy as np
 import pytest
 
+import metaiqa_jax.configs
 from metaiqa_jax import checkpoints, configlib, scoring
 from metaiqa_jax.data import SyntheticBank, views
 from metaiqa_jax.data.tfds import MetaiqaSynthetic
@@ -195,6 +199,17 @@ def test_invalid_config_is_rejected_by_key_before_anything_runs(tmp_path, source
 
 # Resuming a meta-training or fine-tuning run killed with SIGKILL (and stopped with SIGTERM) to
 # the uninterrupted result is tested in tests/faults/test_fault_preemption.py.
+
+
+def test_every_shipped_config_is_valid_and_installed_with_the_package():
+  repo_configs = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'configs')
+  assert os.path.samefile(metaiqa_jax.configs.__path__[0], repo_configs)
+  names = [m.name for m in pkgutil.iter_modules(metaiqa_jax.configs.__path__)]
+  assert {'demo', 'transfer_livec', 'pretraining', 'meta_tid_kadid'} <= set(names)
+  for name in names:
+    get_config = importlib.import_module(f'metaiqa_jax.configs.{name}').get_config
+    for args in ((), ('smoke',)) if inspect.signature(get_config).parameters else ((),):
+      defaults.validate(get_config(*args))
 
 
 @pytest.mark.parametrize('value, expected', [('', None), ('xla', 'xla'), ('auto', 'auto')])

@@ -17,6 +17,7 @@ from PIL import Image
 from scipy import ndimage
 
 from metaiqa_jax import checkpoints
+from metaiqa_jax.configs import transfer_livec as transfer_config
 from metaiqa_jax.data import make_source
 from metaiqa_jax.train import transfer
 
@@ -51,7 +52,7 @@ def write_livec_root(root, n=N_IMAGES, side=48):
 def run(tmp_path_factory):
   root = write_livec_root(tmp_path_factory.mktemp('livec'))
   workdir = tmp_path_factory.mktemp('transfer')
-  config = transfer.transfer_config(smoke=True)
+  config = transfer_config.get_config('smoke')
   config.finetune.root = root
   return root, workdir, config, transfer.transfer(config, str(workdir))
 

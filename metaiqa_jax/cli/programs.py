@@ -297,7 +297,7 @@ Example:
   metaiqa-lodo --config=configs/lodo_kadid10k.py --workdir=runs/lodo_kadid \\
     --config.data.roots='("/data/kadid10k",)'
 """)
-demo = _runner('metaiqa-demo', _demo, 'metaiqa_jax.train.demo', """
+demo = _runner('metaiqa-demo', _demo, 'metaiqa_jax.configs.demo', """
 The embedded demo, on no data but the photos shipped with the package: meta-learned, multitask
 and scratch initialisations of the same network are trained on a synthetic distortion bank
 (labels: KADID-10k's human mean per distortion type and level), then adapted to distortion
@@ -307,7 +307,7 @@ types and photos they never saw; SROCC tables in report.json. 8 to 9 minutes on 
 Example:
   metaiqa-demo --workdir=/tmp/metaiqa-demo
 """, smoke=True)
-transfer = _runner('metaiqa-transfer', _transfer, 'metaiqa_jax.train.transfer', """
+transfer = _runner('metaiqa-transfer', _transfer, 'metaiqa_jax.configs.transfer_livec', """
 Does synthetic pretraining help on distortions rated by people? Pretrains meta and multitask
 initialisations on the synthetic bank, fine-tunes them and a scratch model on seeded splits of a
 human-rated dataset (LIVE Challenge by default), scores the sharpness baseline on the same test

@@ -42,42 +42,6 @@ SANITY_TITLE = 'Sanity: SROCC/PLCC on held-out photos under the training types (
 HELD_OUT_TITLE = 'SROCC/PLCC on held-out distortion types and photos after k-shot adaptation'
 
 
-def demo_config(smoke: bool = False) -> ml_collections.ConfigDict:
-  """The demo's settings (see configs/demo.py for the command, runtime and measured result):
-  `pretraining.pretraining_config` plus what is held out and how adaptation is scored.
-
-  `smoke=True`: the same pipeline at toy size for CI (2 held-out types, a few training steps,
-  tiny model); its numbers mean nothing.
-  """
-  c = pretraining.pretraining_config(smoke)
-  if not smoke:
-    # Cheaper steps, more of them (configs/demo.py: at equal wall time 32 px inputs of 2 x 2
-    # mini-patches beat 64 px ones of 4 x 4). 4000 steps of each trainer fill the budget.
-    c.data.image_size = 32
-    c.data.fragments = 2
-    c.num_steps = 4000
-    c.optim.decay_steps = c.num_steps - c.optim.warmup_steps
-    c.eval_every = c.num_steps
-    c.checkpoint_every = 1000
-  c.lodo.shots = (0, 5, 20)
-  c.lodo.adapt_steps = (1,)             # = meta.inner_steps: the procedure meta-training optimised.
-  c.lodo.adapt_lr = c.meta.inner_lr_head
-  c.demo.held_out_types = (2, 8, 10, 11, 21)
-  c.demo.held_out_photos = 5
-  c.demo.seeds = 4
-  if smoke:
-    c.lodo.shots = (0, 3)
-    c.demo.held_out_types = (10, 11)
-    c.demo.held_out_photos = 3
-    c.demo.seeds = 2
-  return c
-
-
-def get_config(arg: str = '') -> ml_collections.ConfigDict:
-  """`demo_config`, for `--config=` flags: `.../demo.py:smoke` gives the toy size."""
-  return demo_config(smoke=arg == 'smoke')
-
-
 def split_photos(bank, held_out_photos: int, seed: int) -> np.ndarray:
   """The reference ids (photos) kept out of training, drawn with `seed`."""
   photos = np.unique(bank.metadata()['ref_id'])

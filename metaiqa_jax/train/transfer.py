@@ -1,7 +1,7 @@
 """Transfer to authentic distortions: does synthetic pretraining help on a human-rated dataset?
 
 `transfer(config, workdir)` is what `metaiqa-transfer` runs (default config:
-`transfer_config()`, the file `configs/transfer_livec.py`):
+`configs/transfer_livec.py`):
 
 1. Pretraining: meta-training and multitask training on the whole synthetic bank
    (`pretraining.pretrain`, in `workdir/pretrain/`), unless `transfer.meta_workdir` /
@@ -37,41 +37,6 @@ from metaiqa_jax.train import (common, defaults, finetuning, pretraining, report
                                setup)
 
 INITS = ('scratch', 'multitask', 'meta')
-
-
-def transfer_config(smoke: bool = False) -> ml_collections.ConfigDict:
-  """The LIVE Challenge transfer experiment (see configs/transfer_livec.py for the command,
-  runtime and measured result). `smoke=True`: toy size for tests (meaningless numbers)."""
-  c = pretraining.pretraining_config(smoke)
-  c.data.held_out_types = ()            # Pretrain on every type: the test set is elsewhere.
-  if not smoke:                         # A longer pretraining than the demo's (40 min budget).
-    c.num_steps = 2000
-    c.optim.decay_steps = c.num_steps - c.optim.warmup_steps
-    c.eval_every = c.num_steps
-    c.checkpoint_every = 500
-  c.finetune.source = 'livec'
-  c.finetune.n_splits = 5
-  c.finetune.test_fraction = 0.2
-  c.finetune.val_fraction = 0.1
-  c.finetune.epochs = 10
-  c.finetune.crops_per_image = 4
-  c.finetune.batch_size = 32
-  c.finetune.lr = 1e-3
-  c.finetune.head_lr = 1e-3
-  c.finetune.schedule = 'cosine'
-  c.finetune.eval_batch_size = 32
-  if smoke:
-    c.finetune.n_splits = 2
-    c.finetune.epochs = 2
-    c.finetune.crops_per_image = 1
-    c.finetune.batch_size = 4
-    c.finetune.eval_batch_size = 4
-  return c
-
-
-def get_config(arg: str = '') -> ml_collections.ConfigDict:
-  """`transfer_config`, for `--config=` flags: `.../transfer.py:smoke` gives the toy size."""
-  return transfer_config(smoke=arg == 'smoke')
 
 
 def pretrained_runs(config, workdir) -> dict[str, str]:
@@ -111,7 +76,7 @@ def transfer(config: ml_collections.ConfigDict, workdir: str, *, source=None) ->
   """Runs (or resumes) the experiment; returns the report also written to report.json.
 
   Args:
-    config: a validated config (`transfer_config` layout).
+    config: a validated config (`configs/transfer_livec.py` layout).
     workdir: where everything goes (see the module docstring).
     source: optional prebuilt fine-tuning dataset (tests); default `setup.finetune_source`.
   """
