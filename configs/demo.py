@@ -83,18 +83,21 @@ The demo itself (`metaiqa-demo`, 2 cores, nothing else running):
   32 px 2 x 2, 4000 ('auto')       8 min 20 s    0.342 / 0.454             0.494 / 0.695
   the same, crops per task         8 min 25 s    0.359 / 0.385             0.475 / 0.598
   the same, inner step written out 7 min 22 s    0.361 / 0.385             0.560 / 0.598
+  the same code on an AMD EPYC     9 min 13 s    0.344 / 0.434             0.552 / 0.654
 
-The last row is the committed code (README table). It differs from the row above in how the
-meta-step runs, not in what it computes: the inner step is no longer a one-step `lax.scan`, in
-which XLA's CPU convolution gradients were slow (BENCHMARKS.md, section 2), so the demo takes a
-minute less (4000 meta-steps now take 3 min 10 s); float rounding changed with the program, and
-with it the meta-learned model's held-out figure (multitask, whose program did not change, is
-identical). The row above it differs from the one before only in the random crops: each task's
-images and crops are now drawn from (seed, step, task), so that each process of a multi-process run
-loads only its own tasks. How much one crop stream decides: multitask regression with these
-settings, 4000 steps, over four crop streams (the same photos, types and schedule): sanity SROCC
-0.454, 0.385, 0.414, 0.426 (mean 0.420). Differences of a few hundredths between single runs in the
-sweeps above are within this noise.
+The last row is the committed code (README table) on another machine: the rows above it ran on an
+Intel Xeon with AVX-512, this one on an AMD EPYC (2 cores each); another CPU is another float
+rounding, which alone moved the figures by up to 0.06. The 'inner step written out' row differs
+from the one before in how the meta-step runs, not in what it computes: the inner step is no longer
+a one-step `lax.scan`, in which XLA's CPU convolution gradients were slow (BENCHMARKS.md, section
+2), so the demo takes a minute less (4000 meta-steps now take 3 min 10 s); float rounding changed
+with the program, and with it the meta-learned model's held-out figure (multitask, whose program
+did not change, is identical). The 'crops per task' row differs from the one before only in the
+random crops: each task's images and crops are now drawn from (seed, step, task), so that each
+process of a multi-process run loads only its own tasks. How much one crop stream decides:
+multitask regression with these settings, 4000 steps, over four crop streams (the same photos,
+types and schedule): sanity SROCC 0.454, 0.385, 0.414, 0.426 (mean 0.420). Differences of a few
+hundredths between single runs in the sweeps above are within this noise.
 Target sanity >= 0.6 for both: not met.
 A second run with the same compilation cache (~/.cache/metaiqa_jax/xla) reached its first
 meta-step 21 s sooner (102 s after launch instead of 123 s; 81 s of both make the bank).

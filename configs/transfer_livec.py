@@ -13,10 +13,11 @@ then fine-tunes scratch / multitask / meta on the same 5 seeded 80/20 splits (th
 10% of train, never on test), scores the sharpness baseline (variance of the Laplacian) on the
 same test parts, and fine-tunes each init once more on all images into DIR/final/<init>/.
 Runtime and result: README, section "LIVE Challenge (dev half, 256 px)", regenerated from
-DIR/report.json by `python launch/readme_tables.py --transfer=DIR/report.json` (the last run:
-39 min with the cores shared; test SROCC scratch 0.510, multitask 0.472, meta 0.527, sharpness
-0.502: targets not met; the run before, which differed only in float rounding, ranked the
-three initialisations the other way round: within the run-to-run noise).
+DIR/report.json by `python launch/readme_tables.py --transfer=DIR/report.json` (the last run,
+AMD EPYC, 2 cores to itself: 37 min; test SROCC scratch 0.426, multitask 0.527, meta 0.462,
+sharpness 0.502, all 95% intervals overlapping: targets not met; the two runs before, which
+differed in float rounding and fine-tuning seeds, ranked the three initialisations differently:
+within the run-to-run noise).
 This is not the paper's protocol (no ImageNet weights, half the images at 256 px, CPU budget).
 """
 

@@ -5,7 +5,7 @@
 
 Each table sits between `<!-- BEGIN name -->` / `<!-- END name -->` lines of README.md and is
 exactly what the program printed (`demo.summary_markdown`, `transfer.summary_markdown`), with
-the wall time the report records: numbers are never edited by hand.
+the wall time and the machine the report records: numbers are never edited by hand.
 """
 
 import json
@@ -24,7 +24,10 @@ _README = flags.DEFINE_string('readme', str(pathlib.Path(__file__).parent.parent
 def _section(report_path: str, summary_markdown) -> str:
   report = json.loads(pathlib.Path(report_path).read_text())
   minutes, seconds = divmod(round(report['wall_time_s']), 60)
-  return f'{summary_markdown(report)}\nWall time: {minutes} min {seconds} s.\n'
+  machine = report['machine']
+  return (f'{summary_markdown(report)}\nWall time: {minutes} min {seconds} s on '
+          f'{machine["cpu"]} ({machine["cores"]} cores, {machine["devices"]}, jax '
+          f'{machine["jax"]}).\n')
 
 
 def main(argv):

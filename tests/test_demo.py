@@ -31,6 +31,7 @@ def test_demo_writes_rows_for_every_method_type_k_and_seed(smoke_run):
     assert set(row) >= {'method', 'held_out_type', 'k', 'seed', 'srocc', 'plcc'}
     assert np.isnan(row['srocc']) or -1 <= row['srocc'] <= 1
   assert report['held_out_types'] == {10: 'JPEG', 11: 'AWGN'}
+  assert report['machine']['cores'] == os.cpu_count() and report['machine']['cpu']
   sanity = json.load(open(workdir / 'report.json'))['sanity']
   assert [r['method'] for r in sanity] == list(demo.METHODS)
   for row in sanity:

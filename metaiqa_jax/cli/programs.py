@@ -301,7 +301,7 @@ demo = _runner('metaiqa-demo', _demo, 'metaiqa_jax.configs.demo', """
 The embedded demo, on no data but the photos shipped with the package: meta-learned, multitask
 and scratch initialisations of the same network are trained on a synthetic distortion bank
 (labels: KADID-10k's human mean per distortion type and level), then adapted to distortion
-types and photos they never saw; SROCC tables in report.json. 8 to 9 minutes on 2 CPU cores;
+types and photos they never saw; SROCC tables in report.json. 7 to 10 minutes on 2 CPU cores;
 --smoke runs a toy size in seconds.
 
 Example:

@@ -1,8 +1,10 @@
 """Pieces every program shares: model and initial weights from a config, sources, devices."""
 
 import concurrent.futures
+import contextlib
 import logging
 import os
+import platform
 import shlex
 import socket
 import sys
@@ -81,6 +83,23 @@ def provenance(writer: str, config: ml_collections.ConfigDict) -> dict:
   'meta_train', 'finetune'), the command line, the whole config and the package version."""
   return {'writer': writer, 'command': shlex.join(sys.argv), 'config': config.to_dict(),
           'package_version': metaiqa_jax.__version__}
+
+
+def machine() -> dict:
+  """Where a run's figures come from: `{'cpu', 'cores', 'devices', 'jax'}` (the CPU model from
+  /proc/cpuinfo where there is one, else `platform.processor()`; the device kind and count).
+
+  XLA compiles for the host's vector units, so float rounding, and with it a trained model's
+  figures in the last digits or more, can differ between CPU models; on one model they repeat.
+  """
+  cpu = platform.processor() or platform.machine()
+  with contextlib.suppress(OSError):
+    with open('/proc/cpuinfo', encoding='utf-8') as f:
+      cpu = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')),
+                 cpu)
+  devices = jax.devices()
+  return {'cpu': cpu, 'cores': os.cpu_count(),
+          'devices': f'{len(devices)} x {devices[0].device_kind}', 'jax': jax.__version__}
 
 
 def initial_variables(model: models.MetaIQA, init: str, rng: jax.Array, image_size: int) -> dict:

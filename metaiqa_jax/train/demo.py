@@ -136,6 +136,7 @@ def demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
             'summary_by_type': by_type,
             'held_out_types': {int(t): KADID_TYPES[t - 1] for t in config.demo.held_out_types},
             'held_out_photos': [int(p) for p in test_photos], 'wall_time_s': wall,
+            'machine': common.machine(),
             'labels': 'KADID-10k human mean DMOS per (distortion type, level) applied to '
                       'synthetic distortions of bundled photos; not a human study of these '
                       'images', 'config': config.to_dict()}

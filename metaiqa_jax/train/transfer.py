@@ -122,7 +122,8 @@ def transfer(config: ml_collections.ConfigDict, workdir: str, *, source=None) ->
   wall = time.time() - started
   report = {'program': 'transfer', 'source': config.finetune.source, 'root': config.finetune.root,
             'images': len(source), 'results': rows, 'summary': summary, 'final': finals,
-            'pretrained': runs, 'wall_time_s': wall, 'config': config.to_dict()}
+            'pretrained': runs, 'wall_time_s': wall, 'machine': common.machine(),
+            'config': config.to_dict()}
   markdown = summary_markdown(report)
   reporting.write_outputs(workdir, report, markdown)
   print(f'\n{name} ({len(source)} images): {markdown}\n({wall:.0f} s)')
