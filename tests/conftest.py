@@ -25,8 +25,9 @@ jax.config.update('jax_persistent_cache_min_compile_time_secs',
                   float(os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS']))
 
 # Test files that take minutes (shared fixtures, subprocesses; seconds of one worker on a 2-core
-# CPU, from `--durations`). `-n 2 --dist loadfile` deals files out to the workers in collection
-# order, so these go first, heaviest first: started last, one of them ran alone for minutes.
+# CPU, from `--durations`). `-n 2 --dist loadfile --no-loadscope-reorder` deals files out to the
+# workers in collection order, so these go first, heaviest first: xdist's own order (most tests
+# first) started the 2-test preemption file last, and it ran alone for minutes.
 SLOW_FILES = {'test_multiprocess.py': 600, 'test_fault_workdir.py': 380,
               'test_fault_preemption.py': 330, 'test_programs.py': 320, 'test_meta.py': 240,
               'test_demo.py': 190, 'test_transfer.py': 180, 'test_fault_training.py': 100}
