@@ -49,7 +49,6 @@ import test_transfer
 
 def get_config():
   config = test_programs.tiny_config()
-  config.meta.task_map = 'vmap'
   config.meta.algorithm = 'fomaml'  # Compiles faster than second order; the same mesh and pmean.
   config.finetune.source = 'livec'
   config.finetune.root = {livec_root!r}
