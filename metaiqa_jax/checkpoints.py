@@ -30,7 +30,11 @@ is one atomic write, and resuming and model selection read the same list of step
 
 Atomicity: orbax writes a step into `<step>.orbax-checkpoint-tmp-*` and renames it when complete,
 so a process killed mid-save leaves the previous steps untouched and only a tmp directory, which
-is ignored when listing steps and deleted when the next `Checkpointer` opens the directory. A step
+is ignored when listing steps and deleted when the next `Checkpointer` opens the directory.
+Retiring a step is atomic too: orbax renames it into `checkpoints/retired/<step>` (deleting it in
+place file by file, as orbax does by default, left a half-deleted step directory when the process
+was killed meanwhile), and the retired directory is emptied when a `Checkpointer` opens, before
+each save and at `close`, so it holds at most the steps retired by the last save. A step
 that is complete on disk but unreadable (a truncated file, missing metadata) is skipped by
 `restore_latest` with a warning naming it and moved to `workdir/corrupt_checkpoints/`, so the
 resumed run can write that step again.
@@ -67,6 +71,7 @@ PIXEL_NORMALISATION = {'range': [0.0, 1.0], 'mean': [round(float(v), 6) for v in
                        'std': [round(float(v), 6) for v in IMAGENET_STD]}
 CHECKPOINTS_DIRNAME = 'checkpoints'
 CORRUPT_DIRNAME = 'corrupt_checkpoints'
+RETIRED_DIRNAME = 'retired'  # Inside CHECKPOINTS_DIRNAME: steps dropped by retention, to delete.
 VARIABLE_COLLECTIONS = ('params', 'batch_stats')
 
 logger = logging.getLogger(__name__)
@@ -226,6 +231,7 @@ class Checkpointer:
     self.inputs = inputs.to_dict() if inputs is not None else None
     self.written_by = dict(written_by) if written_by is not None else None
     self._set_aside_unreadable_metrics()
+    self._delete_retired()
     metric_fn = lambda metrics: _metric_value(metrics, best_metric)
     policies = [ocp.checkpoint_managers.LatestN(keep_latest)]
     if keep_best:
@@ -235,7 +241,7 @@ class Checkpointer:
         self.directory,
         options=ocp.CheckpointManagerOptions(
             create=True, cleanup_tmp_directories=True, best_fn=metric_fn, best_mode='max',
-            enable_async_checkpointing=async_save,
+            enable_async_checkpointing=async_save, todelete_subdir=RETIRED_DIRNAME,
             preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies)))
     self._pending = None  # The step of the last save, asynchronous until waited for.
     self._closed = False
@@ -281,12 +287,24 @@ class Checkpointer:
             'written_by': self.written_by, 'metrics': metrics,
             'extra': dict(extra_json) if extra_json is not None else None}
     self.wait_until_finished()  # As orbax's save would, but a failure is named by its own step.
+    self._delete_retired()
     self._warn_if_short_of_space(step)
     self._pending = int(step)
     with self._writing():
       self._manager.save(int(step), metrics=metrics, force=True,
                          args=ocp.args.Composite(state=ocp.args.PyTreeSave(state),
                                                  meta=ocp.args.JsonSave(meta)))
+
+  def _delete_retired(self) -> None:
+    """Deletes the steps retention moved to `checkpoints/retired/` (primary process only; a
+    failure is a warning: the run goes on, the files stay)."""
+    retired = self.directory / RETIRED_DIRNAME
+    if jax.process_index() != 0 or not retired.exists():
+      return
+    try:
+      retired.rmtree()
+    except OSError as e:
+      logger.warning('could not delete the retired checkpoints in %s: %s', retired, e)
 
   def _warn_if_short_of_space(self, step: int) -> None:
     """Warns when the file system has less room left than the last complete checkpoint takes."""
@@ -402,6 +420,7 @@ class Checkpointer:
     self._closed = True
     with self._writing():
       self._manager.close()
+    self._delete_retired()
 
   def __enter__(self):
     return self

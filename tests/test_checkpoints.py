@@ -100,6 +100,34 @@ def test_keeps_latest_and_best(tmp_path, small_variables):
     assert ckpt.best_step() == 2
 
 
+def _files(directory):
+  """{relative path: size} of the files under `directory`."""
+  return {os.path.relpath(os.path.join(root, name), directory):
+          os.path.getsize(os.path.join(root, name))
+          for root, _, names in os.walk(directory) for name in names}
+
+
+def test_retention_moves_a_step_away_whole_then_deletes_it(tmp_path, small_variables):
+  # Deleting a step in place, file by file, left a step directory without its `state` when the
+  # process was killed meanwhile; moving it away first is one rename.
+  state = make_state(small_variables)
+  directory = tmp_path / 'checkpoints'
+  leftover = directory / checkpoints.RETIRED_DIRNAME / '9' / 'state'
+  leftover.mkdir(parents=True)  # Retired by a run killed before it deleted them.
+  (leftover / '_METADATA').write_text('{}')
+  with checkpoints.Checkpointer(tmp_path, keep_latest=1, keep_best=0, async_save=False) as ckpt:
+    assert not (directory / checkpoints.RETIRED_DIRNAME).exists()
+    ckpt.save(1, state)
+    step_1 = _files(directory / '1')
+    ckpt.save(2, state)
+    assert ckpt.all_steps() == [2] and not (directory / '1').exists()
+    assert _files(directory / checkpoints.RETIRED_DIRNAME / '1') == step_1
+    ckpt.save(3, state)
+    assert os.listdir(directory / checkpoints.RETIRED_DIRNAME) == ['2']
+  assert not (directory / checkpoints.RETIRED_DIRNAME).exists()
+  assert sorted(os.listdir(directory)) == ['3']
+
+
 def test_corrupted_latest_falls_back_with_warning(tmp_path, small_variables, caplog):
   state = make_state(small_variables)
   with checkpoints.Checkpointer(tmp_path, async_save=False) as ckpt:
