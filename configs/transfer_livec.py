@@ -36,7 +36,11 @@ setting of those below):
 
 No change moves the mean by more than its interval, so the settings stay; what limits the
 pretrained initialisations is what they learned on the bank (meta-validation SROCC 0.12
-multitask, 0.23 meta), not how they are fine-tuned. The last epoch scored slightly higher than
+multitask, 0.23 meta), not how they are fine-tuned. Learning the bank better does not help
+either: multitask pretraining 4 times longer (8000 steps, 15 min) reached meta-validation SROCC
+0.375 on the bank, but its fine-tuned test SROCC on the same splits was 0.507 ± 0.020 against
+0.527 ± 0.071 (per split -0.02, -0.03, -0.06, -0.05, +0.06), so the 2000 steps stay: the
+synthetic distortions' quality scale does not carry over to authentic ones at this model size. The last epoch scored slightly higher than
 the chosen one in all 7 rows (in that run also for scratch, 0.468 against 0.426, not for meta,
 0.455 against 0.462): choosing on 58 validation images adds noise. The program still chooses on
 val, as the experiment states.
