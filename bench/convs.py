@@ -1,7 +1,7 @@
 """Per-layer profile of ResNet-18's convolutions: XLA's convolution vs im2col + matmul.
 
 Not a test. For every distinct convolution of ResNet-18 (width `--width`) at `--size` px and
-batch `--batch`, times three uses of `metaiqa_jax.models.resnet.Conv` with `impl='xla'` and
+batch `--batch`, times three uses of `metaiqa_jax.models.layers.Conv` with `impl='xla'` and
 `impl='matmul'`, and sums them weighted by how often the shape occurs in the network:
 * forward: scoring;
 * forward+backward (first order): gradients of a loss w.r.t. the input and the kernel, as
@@ -11,7 +11,7 @@ batch `--batch`, times three uses of `metaiqa_jax.models.resnet.Conv` with `impl
   step adapts the convolutions.
 * with `--loop`, also forward+backward inside a loop body: one gradient step on the kernel in
   a `lax.scan` of length 1, as an inner loop written as a scan would run it.
-This is the evidence behind the rule of `resnet.choose_conv_impl`, and (`--loop`) behind the
+This is the evidence behind the rule of `layers.choose_conv_impl`, and (`--loop`) behind the
 meta-learner's inner steps being written out rather than scanned.
 
 Usage: python bench/convs.py [--size 224 --batch 16] [--width 1] [--loop] [--append]
@@ -52,7 +52,7 @@ def time_conv(shape, batch, impl, repeats, loop=False):
   of 3 means of `repeats`."""
   import jax
   import jax.numpy as jnp
-  from metaiqa_jax.models.resnet import Conv
+  from metaiqa_jax.models.layers import Conv
   hw, cin, cout, k, s, p = shape
   conv = Conv(cout, k, s, p, impl=impl)
   x = jax.random.normal(jax.random.key(0), (batch, hw, hw, cin), jnp.float32)

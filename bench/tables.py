@@ -18,7 +18,7 @@ import common
 
 ROOT = pathlib.Path(__file__).parent.parent
 sys.path.insert(0, str(ROOT))
-from metaiqa_jax.models.resnet import choose_conv_impl  # noqa: E402  (the rule being checked)
+from metaiqa_jax.models.layers import choose_conv_impl  # noqa: E402  (the rule being checked)
 from metaiqa_jax.train.reporting import replace_generated_section  # noqa: E402
 
 GRAD_ORDER = {'forward': 0, 'forward+backward': 1, 'second order': 2}

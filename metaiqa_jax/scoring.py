@@ -24,7 +24,7 @@ def _predict_fn(config: ModelConfig, dtype: Any, conv_impl: Optional[str]) -> Ca
   """`predict(variables, x (B, H, W, 3)) -> (B,)`, jitted once per model and input shape.
 
   Forward passes only (grad_order 0): with 'auto' convolutions (the CPU default) each layer
-  runs in the form that is faster forward (`resnet.choose_conv_impl`).
+  runs in the form that is faster forward (`layers.choose_conv_impl`).
   """
   model = config.create(dtype, conv_impl, grad_order=0)
   return jax.jit(lambda variables, x: model.apply(variables, x, train=False))

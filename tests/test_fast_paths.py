@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from metaiqa_jax.models import create_model, init_variables, make_apply_fn
-from metaiqa_jax.models.resnet import (CONV_IMPLS, Conv, choose_conv_impl, default_conv_impl,
-                                       max_pool_3x3_s2)
+from metaiqa_jax.models.layers import CONV_IMPLS, Conv, choose_conv_impl, default_conv_impl
+from metaiqa_jax.models.resnet import max_pool_3x3_s2
 
 # (in_hw, in_ch, features, kernel, stride, padding): every kind of conv in ResNet-18/50, at odd
 # sizes where the stride does not divide the padded input.

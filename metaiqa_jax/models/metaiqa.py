@@ -1,9 +1,13 @@
-"""The MetaIQA quality regressor: ResNet + the authors' head, and its pure `apply_fn`.
+"""The MetaIQA quality regressor: a backbone + the authors' head, and its pure `apply_fn`.
 
 The head reproduces `Net` in the authors' code (zhuhancheng/MetaIQA), applied to the backbone's
 `num_classes`-d logits (the ImageNet `fc` is kept): Linear(1000, 1024) - BatchNorm1d - PReLU (one
 shared slope, init 0.25) - Dropout(0.5) - Linear(1024, 512) - BatchNorm1d - PReLU - Dropout(0.5) -
 Linear(512, 1) - Sigmoid. Scores are in (0, 1): the normalised MOS scale of `metaiqa_jax.data`.
+
+The backbone is any of `models.backbones.BACKBONES` (torchvision's ResNet-18/34/50 as in the
+paper, or an ImageNet EfficientNet-Lite); `head_input` chooses what of it the head reads:
+'logits' as the paper, or (EfficientNet-Lite) its pooled features or feature statistics.
 """
 
 import dataclasses
@@ -13,7 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from metaiqa_jax.models.resnet import BatchNorm, CONV_IMPLS, GRAD_ORDERS, ResNet, STAGE_SIZES
+from metaiqa_jax.models import backbones
+from metaiqa_jax.models.layers import BatchNorm, CONV_IMPLS, GRAD_ORDERS
 
 Variables = Mapping[str, Any]
 # apply_fn(variables, x, train, rngs) -> (scores (batch,), new model state {'batch_stats': ...}).
@@ -34,13 +39,19 @@ class MetaIQAHead(nn.Module):
   """Head on `(batch, num_classes)` logits -> `(batch,)` quality in (0, 1).
 
   `features` gives the hidden sizes ((1024, 512) in the paper; tests use tiny ones). Submodules
-  are `fc1, bn1, relu1, fc2, bn2, relu2, fc3` as in the authors' `Net`.
+  are `fc1, bn1, relu1, fc2, bn2, relu2, fc3` as in the authors' `Net`. `input_norm` puts a
+  BatchNorm `bn0` first, standardising inputs whose features have unlike scales (the feature
+  statistics of `head_input='stats'` span five orders of magnitude in variance); without it an
+  inner SGD step of meta-training's 0.01 on such inputs saturated the sigmoid within 5 steps.
   """
   features: Sequence[int] = (1024, 512)
   dropout_rate: float = 0.5
+  input_norm: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool):
+    if self.input_norm:
+      x = BatchNorm(name='bn0')(x, train)
     for i, width in enumerate(self.features, start=1):
       x = nn.Dense(width, name=f'fc{i}')(x)
       x = BatchNorm(name=f'bn{i}')(x, train)
@@ -50,8 +61,14 @@ class MetaIQAHead(nn.Module):
     return nn.sigmoid(x[:, 0])
 
 
+def make_head(features: Sequence[int], dropout_rate: float, head_input: str) -> MetaIQAHead:
+  """The head for a backbone output `head_input`: the logits as the paper, other features
+  standardised first (`input_norm`)."""
+  return MetaIQAHead(tuple(features), dropout_rate, input_norm=head_input != 'logits')
+
+
 class MetaIQA(nn.Module):
-  """ResNet backbone (`params['backbone']`) + MetaIQA head (`params['head']`).
+  """Backbone (`params['backbone']`) + MetaIQA head (`params['head']`).
 
   Input: `(batch, H, W, 3)` float, ImageNet-normalised (see `metaiqa_jax.preprocess`).
   Output: `(batch,)` float32 quality scores in (0, 1).
@@ -65,11 +82,14 @@ class MetaIQA(nn.Module):
   dtype: Any = jnp.float32
   conv_impl: str | None = None
   grad_order: int = 1
+  head_input: str = 'logits'
+  freeze: int = 0
 
   def setup(self):
-    self.backbone = ResNet(self.arch, self.width, self.num_classes, self.dtype, self.conv_impl,
-                           self.grad_order)
-    self.head = MetaIQAHead(tuple(self.head_features), self.dropout_rate)
+    self.backbone = backbones.get(self.arch).build(self.width, self.num_classes, self.head_input,
+                                                   self.dtype, self.conv_impl, self.grad_order,
+                                                   self.freeze)
+    self.head = make_head(self.head_features, self.dropout_rate, self.head_input)
 
   def __call__(self, x, train: bool = False):
     return self.head(self.backbone(x, train), train)
@@ -83,46 +103,64 @@ class ModelConfig:
   num_classes: int = 1000
   head_features: tuple[int, ...] = (1024, 512)
   dropout_rate: float = 0.5
+  head_input: str = 'logits'
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self) | {'head_features': list(self.head_features)}
 
   def create(self, dtype: Any = jnp.float32, conv_impl: str | None = None,
-             grad_order: int = 1) -> 'MetaIQA':
-    """The module these settings describe (`create_model`); `dtype`, `conv_impl` and
-    `grad_order` are how it runs, not part of its shapes."""
+             grad_order: int = 1, freeze: int = 0) -> 'MetaIQA':
+    """The module these settings describe (`create_model`); `dtype`, `conv_impl`,
+    `grad_order` and `freeze` are how it runs and trains, not part of its shapes."""
     return create_model(self.arch, self.width, self.num_classes, self.head_features,
-                        self.dropout_rate, dtype, conv_impl, grad_order)
+                        self.dropout_rate, dtype, conv_impl, grad_order,
+                        head_input=self.head_input, freeze=freeze)
+
+  @classmethod
+  def from_dict(cls, d: Mapping) -> 'ModelConfig':
+    """The inverse of `to_dict` (checkpoints written before `head_input` existed read as
+    'logits')."""
+    return cls(**{**d, 'head_features': tuple(d['head_features'])})
 
 
 def create_model(arch: str = 'resnet18', width: float = 1.0, num_classes: int = 1000,
                  head_features: Sequence[int] = (1024, 512), dropout_rate: float = 0.5,
                  dtype: Any = jnp.float32, conv_impl: str | None = None,
-                 grad_order: int = 1) -> MetaIQA:
+                 grad_order: int = 1, *, head_input: str = 'logits',
+                 freeze: int = 0) -> MetaIQA:
   """Returns the MetaIQA module. Defaults are the paper's model (ResNet-18, 1000 logits).
 
+  `arch` is any of `models.backbones.BACKBONES`; `head_input` what the head reads of it
+  ('logits' | 'pooled' | 'stats', those the backbone offers); `freeze` how many backbone blocks
+  (from the input, with the stem) train frozen: evaluation-mode BatchNorm, no gradient.
+
   `dtype` (compute dtype of the convolutions), `conv_impl` ('xla' | 'matmul' | 'auto' | None:
-  the backend's default, see `resnet.Conv`) and `grad_order` (how many times the convolutions
+  the backend's default, see `layers.Conv`) and `grad_order` (how many times the convolutions
   are differentiated where the model runs: 0 scoring, 1 training, 2 second-order
   meta-gradients through the backbone; 'auto' picks each layer's form for it) change how the
   model runs, not its parameters.
   """
-  if arch not in STAGE_SIZES:
-    raise ValueError(f'unknown arch {arch!r}; expected one of {sorted(STAGE_SIZES)}')
+  backbone = backbones.get(arch)
   if width <= 0:
     raise ValueError(f'width must be positive, got {width}')
+  if backbone.fixed_width is not None and width != backbone.fixed_width:
+    raise ValueError(f'{arch} has no width multiplier: width must be {backbone.fixed_width:g}, '
+                     f'got {width}')
+  if head_input not in backbone.head_inputs:
+    raise ValueError(f'head_input must be one of {backbone.head_inputs} for {arch}; '
+                     f'got {head_input!r}')
   if conv_impl not in (None, *CONV_IMPLS):
     raise ValueError(f'conv_impl must be one of {CONV_IMPLS} or None; got {conv_impl!r}')
   if grad_order not in GRAD_ORDERS:
     raise ValueError(f'grad_order must be one of {GRAD_ORDERS}; got {grad_order!r}')
   return MetaIQA(arch, float(width), int(num_classes), tuple(int(f) for f in head_features),
-                 float(dropout_rate), dtype, conv_impl, grad_order)
+                 float(dropout_rate), dtype, conv_impl, grad_order, head_input, int(freeze))
 
 
 def model_config(model: MetaIQA) -> ModelConfig:
   """The shape-defining settings of `model` (dtype is a run-time choice, not saved)."""
   return ModelConfig(model.arch, model.width, model.num_classes, tuple(model.head_features),
-                     model.dropout_rate)
+                     model.dropout_rate, model.head_input)
 
 
 def init_variables(model: MetaIQA, rng: jax.Array, image_size: int = 224) -> dict:
@@ -163,17 +201,15 @@ def infer_model_config(variables: Variables) -> ModelConfig:
   try:
     backbone = variables['params']['backbone']
     head = variables['params']['head']
-    stem = backbone['conv1']['kernel']
-    blocks = {name for name in backbone if name.startswith('layer')}
-    num_classes = backbone['fc']['kernel'].shape[1]
     n_fc = sum(1 for name in head if name.startswith('fc'))
+    head_in = head['fc1']['kernel'].shape[0]
     head_features = tuple(head[f'fc{i}']['kernel'].shape[1] for i in range(1, n_fc))
   except (KeyError, TypeError, AttributeError) as e:
     raise ValueError(f'not a MetaIQA variables tree: missing {e}') from e
-  bottleneck = 'conv3' in backbone.get('layer1_0', {})
-  layer3 = sum(1 for name in blocks if name.startswith('layer3_'))
-  arch = 'resnet50' if bottleneck else {2: 'resnet18', 6: 'resnet34'}.get(layer3)
-  if arch is None:
-    raise ValueError(f'cannot tell the ResNet depth: {layer3} blocks in layer3')
-  width = stem.shape[-1] / 64
-  return ModelConfig(arch, width, int(num_classes), head_features)
+  for arch, candidate in backbones.BACKBONES.items():
+    found = candidate.recognise(backbone, head_in)
+    if found is not None:
+      return ModelConfig(arch, found['width'], found['num_classes'], head_features,
+                         head_input=found['head_input'])
+  raise ValueError(f'the backbone is none of {sorted(backbones.BACKBONES)} (top-level entries '
+                   f'{sorted(backbone)[:6]}...)')

