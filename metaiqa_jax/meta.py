@@ -295,20 +295,40 @@ def _batch_statistics(apply_fn, variables, images, rng):
   """BatchNorm statistics of `images` in the model's own running-statistics format, and the
   running statistics a training-mode pass over them would leave.
 
-  Read off two training-mode passes of `apply_fn` whatever its BatchNorm momentum m: from zero
-  running statistics a pass leaves m * batch statistics, and one image from zeros and from ones
-  gives m (1 - m + m b - m b = 1 - m). Returns `(batch, updated)`, differentiable in `variables`.
+  Read off training-mode passes of `apply_fn` whatever its BatchNorm momentum m. A frozen layer
+  (evaluation mode even in a training pass, m = 0) is one that a pass over one image leaves
+  exactly as it was; it keeps its running statistics in every pass below (so what it computes,
+  and everything after it, stays what the model computes) and they are its batch statistics.
+  For the others, from zero running statistics a pass leaves m * b (b the batch statistic),
+  and a pass over the same one image from running statistics S leaves (1 - m) S + m b, so the
+  difference of the two is (1 - m) S. S is taken far above |m b| (1 + 1000 |m b|), so the
+  difference is exact to float32 rounding however large the statistics are (with S = 1, a
+  feature variance of 1e7 left nothing of (1 - m) after cancellation). Returns `(batch,
+  updated)`, differentiable in `variables`.
   """
   rngs = None if rng is None else {'dropout': rng}
   stats = variables['batch_stats']
-  zeros = jax.tree.map(jnp.zeros_like, stats)
-  from_zeros = apply_fn(variables | {'batch_stats': zeros}, images[:1], True, rngs)[1]
-  from_ones = apply_fn(variables | {'batch_stats': jax.tree.map(jnp.ones_like, stats)},
-                       images[:1], True, rngs)[1]
-  momentum = jax.tree.map(lambda z, o: jax.lax.stop_gradient(1.0 - (o - z)),
-                          from_zeros['batch_stats'], from_ones['batch_stats'])
+
+  def one_image_pass(running):
+    return jax.lax.stop_gradient(
+        apply_fn(variables | {'batch_stats': running}, images[:1], True, rngs)[1]['batch_stats'])
+
+  frozen = jax.tree.map(lambda after, before: jnp.all(after == before), one_image_pass(stats),
+                        stats)
+
+  def trainable(fill):
+    """Running statistics `fill` for the layers that train, the real ones for frozen layers."""
+    return jax.tree.map(lambda f, s_, fr: jnp.where(fr, s_, f), fill, stats, frozen)
+
+  zeros = trainable(jax.tree.map(jnp.zeros_like, stats))
+  from_zeros = one_image_pass(zeros)
+  big = trainable(jax.tree.map(lambda z: 1.0 + 1e3 * jnp.abs(z), from_zeros))
+  from_big = one_image_pass(big)
+  momentum = jax.tree.map(lambda z, b, s_, fr: jnp.where(fr, 0.0, 1.0 - (b - z) / s_),
+                          from_zeros, from_big, big, frozen)
   scaled = apply_fn(variables | {'batch_stats': zeros}, images, True, rngs)[1]['batch_stats']
-  batch = jax.tree.map(lambda s_, m: s_ / m, scaled, momentum)
+  batch = jax.tree.map(lambda s_, m, old, fr: jnp.where(fr, old, s_ / jnp.where(fr, 1.0, m)),
+                       scaled, momentum, stats, frozen)
   updated = jax.tree.map(lambda old, b, m: (1 - m) * old + m * jax.lax.stop_gradient(b),
                          stats, batch, momentum)
   return batch, updated

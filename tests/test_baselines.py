@@ -47,3 +47,17 @@ def test_livec_dev_half_srocc():
                             for i in range(len(source)))
   srocc = stats.spearmanr(scores, source.metadata()['mos'])[0]
   assert len(source) == 581 and srocc == pytest.approx(0.469, abs=0.005)
+
+
+def test_ridge_probe_matches_scikit_learn():
+  from sklearn.linear_model import Ridge as SkRidge
+  from sklearn.preprocessing import StandardScaler
+  from metaiqa_jax.baselines import probe
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(60, 80)) * rng.uniform(0.1, 10, 80) + rng.normal(size=80)
+  y = x[:, :5] @ rng.normal(size=5) + 0.1 * rng.normal(size=60)
+  test = rng.normal(size=(20, 80)) * x.std(0) + x.mean(0)
+  scaler = StandardScaler().fit(x)
+  expected = SkRidge(alpha=30.0).fit(scaler.transform(x), y).predict(scaler.transform(test))
+  got = probe.Ridge.fit(x, y, 30.0).predict(test)
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

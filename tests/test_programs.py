@@ -17,6 +17,7 @@ import metaiqa_jax.configs
 from metaiqa_jax import checkpoints, configlib, scoring
 from metaiqa_jax.data import SyntheticBank, views
 from metaiqa_jax.data.tfds import MetaiqaSynthetic
+from metaiqa_jax.models import construct
 from metaiqa_jax.train import (common, defaults, evaluate, finetune, lodo, meta_train, reporting,
                                setup)
 
@@ -225,7 +226,7 @@ def test_model_conv_impl_key_reaches_the_model(value, expected):
   config = tiny_config()
   config.model.conv_impl = value
   defaults.validate(config)
-  assert common.build_model(config.model).conv_impl == expected
+  assert construct.build_model(config.model).conv_impl == expected
 
 
 @pytest.mark.parametrize('algorithm, adapt, order', [('maml', 'all', 2), ('maml', 'head', 1),
@@ -235,7 +236,7 @@ def test_meta_training_builds_its_model_for_how_often_it_differentiates(algorith
   config = tiny_config()
   config.meta.algorithm, config.meta.adapt = algorithm, adapt
   assert setup.conv_grad_order(config.meta) == order
-  assert common.build_model(config.model, setup.conv_grad_order(config.meta)).grad_order == order
+  assert construct.build_model(config.model, setup.conv_grad_order(config.meta)).grad_order == order
 
 
 def test_model_conv_impl_key_is_checked():

@@ -61,11 +61,13 @@ def test_report_has_a_row_per_init_and_split_and_a_summary(run):
   _, workdir, config, report = run
   n_splits = config.finetune.n_splits
   rows = json.load(open(workdir / 'report.json'))['results']
+  names = list(config.transfer.inits) + list(transfer.BASELINES)
+  assert 'imagenet+meta' in names and 'probe' in names
   assert {(r['init'], r['split']) for r in rows} == {
-      (i, k) for i in transfer.INITS + ('sharpness',) for k in range(n_splits)}
+      (i, k) for i in names for k in range(n_splits)}
   assert all(-1 <= r['srocc'] <= 1 and -1 <= r['plcc'] <= 1 for r in rows)
   summary = {r['init']: r for r in report['summary']}
-  assert list(summary) == list(transfer.INITS) + ['sharpness']
+  assert list(summary) == names
   for init, entry in summary.items():
     values = [r['srocc'] for r in rows if r['init'] == init]
     assert entry['srocc'] == pytest.approx(np.mean(values)) and entry['n'] == n_splits
@@ -82,7 +84,7 @@ def test_splits_are_shared_and_selection_never_sees_test(run):
     parts = [set(split[p]) for p in ('train', 'val', 'test')]
     assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
     assert len(parts[2]) == round(N_IMAGES * config.finetune.test_fraction)
-  for init in transfer.INITS:
+  for init in config.transfer.inits:
     for k in range(config.finetune.n_splits):
       split_dir = workdir / 'finetune' / init / f'split_{k}'
       assert {e['split'] for e in _metrics(split_dir)} == {'train', 'val'}
@@ -102,7 +104,7 @@ def test_sharpness_rows_match_a_direct_computation(run):
 
 def test_final_checkpoints_evaluate_with_no_other_settings(run, tmp_path):
   root, workdir, config, _ = run
-  final = workdir / 'final' / 'meta'
+  final = workdir / 'final' / 'imagenet+meta'
   assert checkpoints.stored_inputs(final) is not None
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   result = subprocess.run(
@@ -119,3 +121,14 @@ def test_final_checkpoints_evaluate_with_no_other_settings(run, tmp_path):
 def _metrics(run_dir):
   with open(run_dir / 'metrics.jsonl') as f:
     return [json.loads(line) for line in f]
+
+
+@pytest.mark.parametrize('init, inits', [('imagenet', ('imagenet', 'meta')),
+                                         ('', ('imagenet+multitask',)),
+                                         ('imagenet', ('fancy',)), ('imagenet', ())])
+def test_rows_that_contradict_the_pretraining_start_are_refused(init, inits):
+  from metaiqa_jax import configlib
+  config = transfer_config.get_config('smoke')
+  config.model.init, config.transfer.inits = init, inits
+  with pytest.raises(configlib.ConfigError, match='transfer.inits'):
+    transfer.check_inits(config)

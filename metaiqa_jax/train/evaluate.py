@@ -18,6 +18,7 @@ import ml_collections
 import numpy as np
 
 from metaiqa_jax import checkpoints, configlib, metrics, models
+from metaiqa_jax.models import construct
 from metaiqa_jax.train import common, defaults, evaluation, reporting, setup, supervised
 
 
@@ -30,12 +31,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, source=None) ->
   inputs = common.input_spec(config.data)
   if os.path.isdir(config.model.init):
     model_config, variables = checkpoints.restore_variables(config.model.init)
-    model = model_config.create(common.DTYPES[config.model.dtype], config.model.conv_impl or None,
+    model = model_config.create(construct.DTYPES[config.model.dtype], config.model.conv_impl or None,
                                 grad_order=0)
     inputs = checkpoints.stored_inputs(config.model.init) or inputs
   else:
-    model = common.build_model(config.model, grad_order=0)
-    variables = common.initial_variables(model, config.model.init, jax.random.key(0),
+    model = construct.build_model(config.model, grad_order=0)
+    variables = construct.initial_variables(model, config.model.init, jax.random.key(0),
                                          config.data.image_size)
   predict = supervised.make_predict(models.make_apply_fn(model))
   source = setup.finetune_source(config.finetune) if source is None else source

@@ -17,6 +17,7 @@ import ml_collections
 
 from metaiqa_jax import checkpoints, metrics, models
 from metaiqa_jax.data import base
+from metaiqa_jax.models import construct
 from metaiqa_jax.train import common, defaults, finetuning, reporting, setup
 
 
@@ -25,7 +26,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str, *, source=None) ->
   defaults.validate(config)
   workdir = checkpoints.ensure_writable(workdir)
   common.maybe_initialize_distributed(config.distributed)
-  model = common.build_model(config.model)
+  model = construct.build_model(config.model)
   apply_fn = models.make_apply_fn(model)
   source = setup.finetune_source(config.finetune) if source is None else source
   if config.data.verify_images:

@@ -9,6 +9,7 @@ import optax
 
 from metaiqa_jax import checkpoints, meta, optim
 from metaiqa_jax.data import pipeline
+from metaiqa_jax.models import construct
 from metaiqa_jax.train import common, evaluation, loop, reporting, supervised
 
 
@@ -27,8 +28,8 @@ def finetune_split(config, source, split: dict, k: int, split_dir, model, apply_
   checkpoint's val and test metrics (`test` None when `split['test']` is empty).
 
   An epoch is `len(train) * finetune.crops_per_image // batch` steps of `loop.run_steps`, which
-  validates and checkpoints after each (and every `finetune.checkpoint_every` steps; keeping the
-  latest and the best by val SROCC), and
+  validates and checkpoints every `finetune.validate_every` epochs (and every
+  `finetune.checkpoint_every` steps; keeping the latest and the best by val SROCC), and
   brings resume, the NaN stop and SIGTERM. `k` seeds the run (initialisation, data order); step
   s depends on (seed, k, s) only, so a resumed split ends as an uninterrupted one. `split_dir`
   receives its checkpoints, logs and `report.json` (the returned dict); `desc` labels the
@@ -50,7 +51,7 @@ def finetune_split(config, source, split: dict, k: int, split_dir, model, apply_
   tx = optim.make_optimizer(lr=ft.lr, head_lr=ft.head_lr,
                             schedule=lr_schedule(ft, steps_per_epoch))
   split_key = jax.random.fold_in(jax.random.key(config.seed), k)
-  variables = common.initial_variables(model, config.model.init,
+  variables = construct.initial_variables(model, config.model.init,
                                        jax.random.fold_in(split_key, 0), config.data.image_size)
   train_step = supervised.make_train_step(apply_fn, tx)
   predict = supervised.make_predict(apply_fn)
@@ -78,8 +79,9 @@ def finetune_split(config, source, split: dict, k: int, split_dir, model, apply_
       name=f'fine-tuning split {k}, step', desc=desc or f'fine-tune split {k}',
       writer='finetune', primary=jax.process_index() == 0,
       schedule=loop.Schedule(num_steps=num_steps, log_every=steps_per_epoch,
-                             eval_every=steps_per_epoch,
-                             checkpoint_every=ft.checkpoint_every or steps_per_epoch,
+                             eval_every=steps_per_epoch * ft.validate_every,
+                             checkpoint_every=(ft.checkpoint_every
+                                               or steps_per_epoch * ft.validate_every),
                              keep_latest=1, keep_best=1))
   _, best = checkpoints.restore_variables(split_dir)
   val, _, _ = evaluate(best, 'val')

@@ -19,6 +19,7 @@ import numpy as np
 
 from metaiqa_jax import checkpoints, metrics, models, preprocess
 from metaiqa_jax.data import splits
+from metaiqa_jax.models import construct
 from metaiqa_jax.train import common, defaults, evaluation, meta_train, reporting, setup
 
 
@@ -90,7 +91,7 @@ def lodo(config: ml_collections.ConfigDict, workdir: str, *, source=None) -> dic
   source = setup.meta_source(config.data) if source is None else source
   metadata = source.metadata()
   types = config.lodo.held_out or setup.task_types(metadata, ())
-  model = common.build_model(config.model)
+  model = construct.build_model(config.model)
   apply_fn = models.make_apply_fn(model)
   adapt_steps = sorted(set(config.lodo.adapt_steps) - {0})
   steps = [0] + adapt_steps  # 0 steps: the zero-shot (k = 0) rows.

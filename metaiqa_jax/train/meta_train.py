@@ -14,6 +14,7 @@ import ml_collections
 
 from metaiqa_jax import checkpoints, meta, models, optim, parallel
 from metaiqa_jax.data import base
+from metaiqa_jax.models import construct
 from metaiqa_jax.train import common, defaults, loop, reporting, setup
 
 
@@ -34,7 +35,7 @@ def meta_train(config: ml_collections.ConfigDict, workdir: str, *,
   defaults.validate(config)
   workdir = checkpoints.ensure_writable(workdir)
   common.maybe_initialize_distributed(config.distributed)
-  model = common.build_model(config.model, grad_order=setup.conv_grad_order(config.meta))
+  model = construct.build_model(config.model, grad_order=setup.conv_grad_order(config.meta))
   apply_fn = models.make_apply_fn(model)
   source = setup.meta_source(config.data) if source is None else source
   if config.data.verify_images:
@@ -44,7 +45,7 @@ def meta_train(config: ml_collections.ConfigDict, workdir: str, *,
   lrs = setup.inner_lrs(config.meta)
   tx = optim.make_optimizer(lr=config.optim.lr, head_lr=config.optim.head_lr,
                                  schedule=setup.outer_schedule(config.optim))
-  variables = common.initial_variables(model, config.model.init, jax.random.key(config.seed),
+  variables = construct.initial_variables(model, config.model.init, jax.random.key(config.seed),
                                        config.data.image_size)
   state = meta.init_meta_state(variables, tx, meta_sgd=config.meta.meta_sgd, inner_lr=lrs)
   step_fn = meta.make_meta_step(

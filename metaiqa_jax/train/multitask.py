@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 
 from metaiqa_jax import checkpoints, meta, models, optim, parallel
+from metaiqa_jax.models import construct
 from metaiqa_jax.train import common, defaults, loop, reporting, setup, supervised
 
 
@@ -33,13 +34,13 @@ def multitask_train(config: ml_collections.ConfigDict, workdir: str, *, source=N
   """
   defaults.validate(config)
   workdir = checkpoints.ensure_writable(workdir)
-  model = common.build_model(config.model)
+  model = construct.build_model(config.model)
   apply_fn = models.make_apply_fn(model)
   source = setup.meta_source(config.data) if source is None else source
   train_sampler, val_sampler = setup.make_samplers(config, source)
   tx = optim.make_optimizer(lr=config.optim.lr, head_lr=config.optim.head_lr,
                                  schedule=setup.outer_schedule(config.optim))
-  variables = common.initial_variables(model, config.model.init, jax.random.key(config.seed),
+  variables = construct.initial_variables(model, config.model.init, jax.random.key(config.seed),
                                        config.data.image_size)
   train_step = supervised.make_train_step(apply_fn, tx)
   rng = jax.random.key(config.seed)

@@ -1,16 +1,27 @@
-"""Transfer to authentic distortions: does synthetic pretraining help on a human-rated dataset?
+"""Transfer to authentic distortions: what do ImageNet weights and synthetic pretraining give
+on a human-rated dataset?
 
 `transfer(config, workdir)` is what `metaiqa-transfer` runs (default config:
-`configs/transfer_livec.py`):
+`configs/transfer_livec.py`). Rows (`transfer.inits`, then two baselines):
+
+  scratch               random initialisation, fine-tuned;
+  imagenet              the backbone's ImageNet weights (`model.init = 'imagenet'`), fine-tuned
+                        (the paper's "w/o meta" baseline);
+  [imagenet+]multitask  multitask regression on the synthetic bank from `config.model.init`
+                        (ImageNet for the `imagenet+` rows), then fine-tuned;
+  [imagenet+]meta       meta-training on the synthetic bank from the same start, then fine-tuned
+                        (the paper's MetaIQA);
+  probe                 no training: the frozen ImageNet backbone's feature statistics and a ridge
+                        regression (`baselines.probe`; backbones with ImageNet weights only);
+  sharpness             the variance of the Laplacian (`baselines.sharpness`).
 
 1. Pretraining: meta-training and multitask training on the whole synthetic bank
    (`pretraining.pretrain`, in `workdir/pretrain/`), unless `transfer.meta_workdir` /
    `transfer.multitask_workdir` name finished runs to reuse.
-2. Fine-tuning: each of `transfer.inits` ('scratch' = random, 'multitask', 'meta') is
-   fine-tuned on the same `finetune.n_splits` seeded train/val/test splits of
-   `finetune.source` under `finetune.root` (`finetuning.finetune_split`: the epoch is chosen on
-   the val part of train, never on test). The sharpness baseline (variance of the Laplacian,
-   `baselines.sharpness`) is scored on the same test parts.
+2. Fine-tuning: each init is fine-tuned on the same `finetune.n_splits` seeded train/val/test
+   splits of `finetune.source` under `finetune.root` (`finetuning.finetune_split`: the epoch is
+   chosen on the val part of train, never on test). The probe is fitted on train and val, the
+   baselines are scored on the same test parts.
 3. Final models: each init is fine-tuned once more on the whole dataset (a seeded
    `finetune.val_fraction` carved out for epoch selection) into `workdir/final/<init>/`, a
    checkpoint that carries its model and input settings, so
@@ -31,25 +42,63 @@ import ml_collections
 import numpy as np
 
 from metaiqa_jax import checkpoints, configlib, metrics, models
-from metaiqa_jax.baselines import sharpness
+from metaiqa_jax.baselines import probe, sharpness
 from metaiqa_jax.data import base
+from metaiqa_jax.models import construct
+from metaiqa_jax.weights import imagenet
 from metaiqa_jax.train import (common, defaults, finetuning, pretraining, reporting,
                                setup)
 
-INITS = ('scratch', 'multitask', 'meta')
+INITS = ('scratch', 'imagenet', 'multitask', 'meta', 'imagenet+multitask', 'imagenet+meta')
+BASELINES = ('probe', 'sharpness')
+
+
+def pretraining_method(init: str) -> str | None:
+  """'meta' or 'multitask' for a pretrained row ('imagenet+meta' -> 'meta'), else None."""
+  method = init.rpartition('+')[2]
+  return method if method in pretraining.METHODS else None
+
+
+def check_inits(config) -> None:
+  """`transfer.inits` is a non-empty subset of `INITS` whose pretrained rows start from
+  `model.init` ('imagenet+...' rows from 'imagenet', the others from random weights).
+
+  Raises:
+    configlib.ConfigError: naming the rows and the setting that contradicts them.
+  """
+  inits = tuple(config.transfer.inits)
+  unknown = set(inits) - set(INITS)
+  if unknown or not inits:
+    raise configlib.ConfigError(f'config.transfer.inits must be a non-empty subset of {INITS};'
+                                f' got {inits}')
+  start = 'imagenet+' if config.model.init == imagenet.IMAGENET else ''
+  wrong = [i for i in inits if pretraining_method(i) and not i == start + pretraining_method(i)]
+  if wrong:
+    raise configlib.ConfigError(
+        f'config.transfer.inits {wrong}: pretraining starts from config.model.init = '
+        f'{config.model.init!r}, so its rows are named '
+        f"{[start + m for m in pretraining.METHODS]}")
 
 
 def pretrained_runs(config, workdir) -> dict[str, str]:
-  """Run directories of the pretrained initialisations: reused from the config, else trained
-  now on the whole synthetic bank in `workdir/pretrain/`."""
+  """Run directories of the pretrained initialisations ({'meta': dir, 'multitask': dir} for
+  those the rows need): reused from the config, else trained now on the whole synthetic bank
+  in `workdir/pretrain/`."""
   given = {'meta': config.transfer.meta_workdir,
            'multitask': config.transfer.multitask_workdir}
-  needed = [m for m in pretraining.METHODS if m in config.transfer.inits]
+  needed = [m for m in pretraining.METHODS
+            if m in map(pretraining_method, config.transfer.inits)]
   if all(given[m] for m in needed):
     return {m: given[m] for m in needed}
   bank = setup.meta_source(config.data)
   trained = pretraining.pretrain(config, os.path.join(os.fspath(workdir), 'pretrain'), bank)
   return {m: given[m] or trained[m] for m in needed}
+
+
+def row_init(init: str, runs: dict[str, str]) -> str:
+  """The `model.init` a row fine-tunes from: '' (scratch), 'imagenet', or a pretrained run."""
+  method = pretraining_method(init)
+  return runs[method] if method else {'scratch': '', 'imagenet': imagenet.IMAGENET}[init]
 
 
 def whole_dataset_split(n: int, val_fraction: float, seed: int) -> dict:
@@ -72,6 +121,27 @@ def sharpness_rows(source, all_splits) -> list[dict]:
           for k, s in enumerate(all_splits)]
 
 
+def probe_rows(config, source, all_splits) -> list[dict]:
+  """The frozen ImageNet probe (`baselines.probe`) on every split: fitted on the train and val
+  parts, scored on test; rows {init: 'probe', split, srocc, plcc}. None for a backbone without
+  ImageNet weights to install ([]), as for ResNets."""
+  if models.BACKBONES[config.model.arch].imagenet_wheel is None:
+    return []
+  model = models.create_model(config.model.arch, head_input='stats', grad_order=0)
+  features = probe.backbone_features(model, imagenet.imagenet_variables(model), source,
+                                     np.arange(len(source)), common.input_spec(config.data),
+                                     batch_size=config.finetune.eval_batch_size)
+  mos = np.asarray(source.metadata()['mos_norm'], np.float64)
+  rows = []
+  for k, split in enumerate(all_splits):
+    fit = np.concatenate([split['train'], split['val']])
+    ridge = probe.Ridge.fit(features[fit], mos[fit], config.transfer.probe_lambda)
+    pred = ridge.predict(features[split['test']])
+    rows.append({'init': 'probe', 'split': k, 'srocc': metrics.srocc(pred, mos[split['test']]),
+                 'plcc': metrics.plcc(pred, mos[split['test']])})
+  return rows
+
+
 def transfer(config: ml_collections.ConfigDict, workdir: str, *, source=None) -> dict:
   """Runs (or resumes) the experiment; returns the report also written to report.json.
 
@@ -81,23 +151,20 @@ def transfer(config: ml_collections.ConfigDict, workdir: str, *, source=None) ->
     source: optional prebuilt fine-tuning dataset (tests); default `setup.finetune_source`.
   """
   defaults.validate(config)
-  unknown = set(config.transfer.inits) - set(INITS)
-  if unknown or not config.transfer.inits:
-    raise configlib.ConfigError(f'config.transfer.inits must be a non-empty subset of {INITS};'
-                                f' got {tuple(config.transfer.inits)}')
+  check_inits(config)
   started = time.time()
   workdir = os.fspath(checkpoints.ensure_writable(workdir))
   source = setup.finetune_source(config.finetune) if source is None else source
   if config.data.verify_images:
     base.verify_source(source)
   runs = pretrained_runs(config, workdir)
-  model = common.build_model(config.model)
+  model = construct.build_model(config.model)
   apply_fn = models.make_apply_fn(model)
   all_splits = setup.load_or_make_splits(config.finetune, source, workdir, config.seed)
   rows, finals = [], {}
   for init in config.transfer.inits:
     init_config = copy.deepcopy(config)
-    init_config.model.init = runs.get(init, '')
+    init_config.model.init = row_init(init, runs)
     for k, split in enumerate(all_splits):
       result = finetuning.finetune_split(
           init_config, source, split, k, os.path.join(workdir, 'finetune', init, f'split_{k}'),
@@ -110,9 +177,9 @@ def transfer(config: ml_collections.ConfigDict, workdir: str, *, source=None) ->
                                      desc=f'{init}: all images')
     finals[init] = {'dir': os.path.join(workdir, 'final', init), 'val': result['val'],
                     'best_epoch': result['best_epoch']}
-  rows += sharpness_rows(source, all_splits)
+  rows += probe_rows(config, source, all_splits) + sharpness_rows(source, all_splits)
   summary = metrics.summarise(rows, ('init',))
-  order = list(config.transfer.inits) + ['sharpness']
+  order = list(config.transfer.inits) + list(BASELINES)
   summary.sort(key=lambda r: order.index(r['init']))
   name = getattr(source, 'dataset', config.finetune.source)
   reporting.plot_intervals(os.path.join(workdir, 'srocc_by_init.png'),
