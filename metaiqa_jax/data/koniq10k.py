@@ -7,6 +7,9 @@
         MOS on 1..5
     <root>/1024x768/<image_name>   (or <root>/512x384/; names matched ignoring letter case)
 
+Unless a resolution is asked for, the images are read from 1024x768/, or from 512x384/ when
+only that folder is there (a user who unpacked only the smaller zip).
+
 The first of these two files present is read (the sets file first: only it carries the split);
 which file it is fixes the MOS scale, and a MOS outside that scale is an error naming the line
 (as is a sets file whose every MOS is at most 5, i.e. on the other file's scale). Either table
@@ -36,6 +39,16 @@ SET_PARTS = {'training': 'train', 'validation': 'val', 'test': 'test'}
 logger = logging.getLogger(__name__)
 
 
+def available_resolution(root: str) -> str:
+  """The first of `RESOLUTIONS` whose image folder is in `root` (the first if none is: the
+  missing-files error then names it)."""
+  present = [r for r in RESOLUTIONS if os.path.isdir(os.path.join(root, r))]
+  if present and present[0] != RESOLUTIONS[0]:
+    logger.info('KonIQ-10k: %s has no %s/ folder; reading the %s/ images', root, RESOLUTIONS[0],
+                present[0])
+  return (present or RESOLUTIONS)[0]
+
+
 class KonIQ10k(FileSource):
   """The 10,073 KonIQ-10k images with their MOS (and the official split, from the sets file).
 
@@ -43,8 +56,10 @@ class KonIQ10k(FileSource):
     table: path of the label file read.
   """
 
-  def __init__(self, root, resolution='1024x768', max_side=None):
+  def __init__(self, root, resolution: Optional[str] = None, max_side=None):
     root = os.fspath(root)
+    if resolution is None:
+      resolution = available_resolution(root)
     if resolution not in RESOLUTIONS:
       raise ValueError(f'KonIQ-10k resolution must be one of {RESOLUTIONS}, got {resolution!r}')
     found = [f for f in SCALES if os.path.isfile(os.path.join(root, f))]

@@ -160,6 +160,17 @@ def test_koniq_scores_file_1_to_5_and_preference(tmp_path):
   assert both.metadata()['mos'][0] == pytest.approx(77.3836206897)
 
 
+def test_koniq_reads_the_512x384_folder_when_it_is_the_only_one(tmp_path, caplog):
+  root = _fixture(tmp_path, 'koniq_scores')
+  _touch(root, [f'512x384/{n}' for n in KONIQ_NAMES])
+  with caplog.at_level(logging.INFO, logger='metaiqa_jax.data.koniq10k'):
+    src = KonIQ10k(root)
+  assert 'no 1024x768/ folder; reading the 512x384/ images' in caplog.text
+  assert all(os.sep + '512x384' + os.sep in src.path(i) for i in range(len(src)))
+  _touch(root, [f'1024x768/{n}' for n in KONIQ_NAMES])
+  assert os.sep + '1024x768' + os.sep in KonIQ10k(root).path(0)
+
+
 def test_koniq_scale_mismatches_name_file_scale_and_line(tmp_path):
   sets = os.path.join(FIXTURES, 'koniq_sets', 'koniq10k_distributions_sets.csv')
   scores = os.path.join(FIXTURES, 'koniq_scores', 'koniq10k_scores_and_distributions.csv')
