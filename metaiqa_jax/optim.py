@@ -13,7 +13,8 @@ import optax
 
 def make_optimizer(*, lr: float = 1e-4, head_lr: float | None = None,
                    schedule: optax.Schedule | None = None, weight_decay: float = 0.0,
-                   clip_norm: float | None = None) -> optax.GradientTransformation:
+                   clip_norm: float | None = None,
+                   train_backbone: bool = True) -> optax.GradientTransformation:
   """Adam (AdamW when `weight_decay` > 0) with per-group learning rates.
 
   Args:
@@ -24,6 +25,9 @@ def make_optimizer(*, lr: float = 1e-4, head_lr: float | None = None,
       epochs: `optax.exponential_decay(1.0, 2 * steps_per_epoch, 0.9, staircase=True)`.
     weight_decay: decoupled weight decay (AdamW).
     clip_norm: clip the global gradient norm to this before Adam.
+    train_backbone: False: the backbone's updates are zero and it keeps no Adam state (what
+      Adam would do with its gradients when they are all zero, as under a frozen backbone,
+      without the cost of two moment trees the size of the backbone).
   """
   def rate(base):
     return base if schedule is None else (lambda count: base * schedule(count))
@@ -39,5 +43,6 @@ def make_optimizer(*, lr: float = 1e-4, head_lr: float | None = None,
                 jax.tree.map(lambda _: 'backbone', params))
 
   head_lr = lr if head_lr is None else head_lr
-  tx = optax.multi_transform({'backbone': adam(lr), 'head': adam(head_lr)}, labels)
+  backbone = adam(lr) if train_backbone else optax.set_to_zero()
+  tx = optax.multi_transform({'backbone': backbone, 'head': adam(head_lr)}, labels)
   return tx if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), tx)

@@ -107,6 +107,39 @@ def test_freeze_stops_gradients_and_batch_statistics():
                             variables['batch_stats']['backbone']['blocks_3']['bn2']['mean'])
 
 
+def test_whole_backbone_frozen_trains_as_its_head_on_fixed_features():
+  """freeze = blocks + 1: no backbone gradient or statistic changes, and a training step of
+  the head on the backbone's evaluation-mode features (`make_apply_fn(on_features=True)`, what
+  fine-tuning runs on cached features) has the full model's loss and head gradients."""
+  freeze = backbones.BACKBONES['efficientnet_lite0'].max_freeze
+  assert freeze == 17 and backbones.output_is_fixed('efficientnet_lite0', freeze, 'stats')
+  assert not backbones.output_is_fixed('efficientnet_lite0', 16, 'stats')
+  assert not backbones.output_is_fixed('efficientnet_lite0', freeze, 'logits')
+  model = create_model('efficientnet_lite0', head_features=(8,), head_input='stats',
+                       dropout_rate=0.0, freeze=freeze)
+  variables = init_variables(model, jax.random.key(0), 48)
+  x = jax.random.normal(jax.random.key(1), (4, 48, 48, 3))
+  features = model.apply(variables, x, method=lambda m, x: m.backbone(x, False))
+  mos = jnp.linspace(0.2, 0.8, 4)
+
+  def loss(apply_fn, inputs):
+    def fn(params):
+      pred, state = apply_fn(variables | {'params': params}, inputs, True)
+      return jnp.mean((pred - mos) ** 2), state
+    return jax.value_and_grad(fn, has_aux=True)(variables['params'])
+
+  (full, full_state), full_grads = loss(make_apply_fn(model), x)
+  (head, head_state), head_grads = loss(make_apply_fn(model, on_features=True), features)
+  assert all(float(jnp.abs(g).max()) == 0 for g in jax.tree.leaves(full_grads['backbone']))
+  jax.tree.map(np.testing.assert_array_equal, full_state['batch_stats']['backbone'],
+               variables['batch_stats']['backbone'])
+  np.testing.assert_allclose(head, full, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7),
+               head_grads['head'], full_grads['head'])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7),
+               head_state['batch_stats']['head'], full_state['batch_stats']['head'])
+
+
 def test_missing_wheel_names_package_and_install_command(monkeypatch):
   entry = backbones.BACKBONES['efficientnet_lite0']
   monkeypatch.setitem(backbones.BACKBONES, 'efficientnet_lite0', dataclasses.replace(

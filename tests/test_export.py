@@ -203,3 +203,12 @@ def test_cli_exports_and_never_overwrites(tmp_path):
   assert result.stderr == (f'metaiqa-export: error: {output} exists; pass --overwrite to '
                            'replace it\n')
   assert output.read_bytes() == written
+
+
+def test_efficientnet_models_are_refused_naming_the_backbone():
+  from metaiqa_jax.models import create_model, init_variables
+  model = create_model('efficientnet_lite0', head_features=(8, 4), head_input='stats')
+  lite0 = init_variables(model, jax.random.key(0), 32)
+  for layout in FORMATS:
+    with pytest.raises(ValueError, match='efficientnet_lite0 model.*ResNet MetaIQA only'):
+      torch_state_dict(lite0, layout)

@@ -3,44 +3,16 @@
 No network weight is trained: each image is described by what its ImageNet backbone computes
 (`head_input='stats'` of `models.efficientnet`: the pooled head features and the per-channel
 mean and standard deviation of every stage's output, averaged over the image's evaluation
-views), the features are standardised on the training images and a ridge regression on them
-predicts the normalised MOS. On LIVE Challenge this is a strong floor (dev half at native
-resolution, 3 x 3 views of 224 px: SROCC 0.785 over 10 splits at lambda 1000), which a trained
-quality model must beat to show that training added anything.
+views; `train.frozen_trunk.view_features`), the features are standardised on the training
+images and a ridge regression on them predicts the normalised MOS (`Ridge`). On LIVE Challenge
+this is a strong floor (dev half at native resolution, 3 x 3 views of 224 px: SROCC 0.797 over
+10 splits at lambda 1000), which a trained quality model must beat to show that training added
+anything.
 """
 
 import dataclasses
-from typing import Mapping
 
-import jax
 import numpy as np
-
-from metaiqa_jax.data import pipeline
-from metaiqa_jax.preprocess import InputSpec
-
-
-def backbone_features(model, variables: Mapping, source, indices, inputs: InputSpec, *,
-                      batch_size: int = 16) -> np.ndarray:
-  """The backbone's output for `source[indices]`, mean over each image's evaluation views.
-
-  Args:
-    model: a `models.MetaIQA` (its backbone's `head_input` says which features).
-    variables: its `{'params', 'batch_stats'}` (evaluation mode: running statistics).
-    source, indices: the images.
-    inputs: how images become views (`InputSpec.eval`).
-    batch_size: images per device call.
-
-  Returns:
-    float32 `(len(indices), D)`, in the order of `indices` (at least one).
-  """
-  backbone = jax.jit(lambda v, x: model.apply(v, x, method=lambda m, x: m.backbone(x, False)))
-  rows = []
-  for batch in pipeline.make_eval_loader(source, np.asarray(indices), batch_size=batch_size,
-                                         inputs=inputs):
-    views = batch['image']
-    feats = np.asarray(backbone(variables, views.reshape((-1,) + views.shape[2:])))
-    rows.append(feats.reshape(views.shape[:2] + feats.shape[1:]).mean(axis=1)[batch['mask']])
-  return np.concatenate(rows)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,7 +26,7 @@ import jax
 
 from metaiqa_jax.cli import usage
 from metaiqa_jax.images import IMAGE_EXTENSIONS, ImageReadError
-from metaiqa_jax.models import create_model, infer_model_config, init_variables
+from metaiqa_jax.models import BACKBONES, create_model, infer_model_config, init_variables
 from metaiqa_jax.preprocess import READ_MAX_SIDE
 from metaiqa_jax.scoring import score
 from metaiqa_jax.weights import load_torch_weights
@@ -34,7 +34,7 @@ from metaiqa_jax.weights import load_torch_weights
 _WEIGHTS = flags.DEFINE_string(
     'weights', None, 'PyTorch .pt/.pth file or checkpoint directory. Unset: untrained weights.')
 _OUTPUT = flags.DEFINE_string('output', None, 'CSV file to write; unset: stdout.')
-_ARCH = flags.DEFINE_enum('arch', None, ['resnet18', 'resnet34', 'resnet50'],
+_ARCH = flags.DEFINE_enum('arch', None, list(BACKBONES),
                           'Backbone. PyTorch files: checked against the file (default: read '
                           'from it). Random initialisation: default resnet18.')
 _WIDTH = flags.DEFINE_float('width', 1.0, 'Channel multiplier for a random initialisation.')

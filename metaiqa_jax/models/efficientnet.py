@@ -145,7 +145,9 @@ class EfficientNetLite(nn.Module):
     conv_impl, grad_order: how convolutions run (`layers.Conv`).
     freeze: the stem and the first `freeze` blocks are frozen: they run in evaluation mode
       (running BatchNorm statistics, never updated) and no gradient flows into them, so a
-      training step differentiates only the blocks above (and costs accordingly).
+      training step differentiates only the blocks above (and costs accordingly). One more
+      than the blocks (`block_count + 1`) freezes the whole backbone, its 1x1 head
+      convolution too: the output is then a fixed function of the image.
   """
   variant: str = 'efficientnet_lite0'
   num_classes: int = 1000
@@ -160,12 +162,14 @@ class EfficientNetLite(nn.Module):
     if self.output not in OUTPUTS:
       raise ValueError(f'output must be one of {OUTPUTS}; got {self.output!r}')
     blocks = block_count(self.variant)
-    if not 0 <= self.freeze <= blocks:
-      raise ValueError(f'freeze must be in 0..{blocks} (the blocks of {self.variant}); got '
+    if not 0 <= self.freeze <= blocks + 1:
+      raise ValueError(f'freeze must be in 0..{blocks + 1} ({blocks}: every block of '
+                       f'{self.variant}; {blocks + 1}: the head convolution too); got '
                        f'{self.freeze}')
 
     def frozen(index, y):
-      """Blocks before `freeze` (the stem is index -1) pass no gradient back."""
+      """Blocks before `freeze` (the stem is index -1, the head convolution `blocks`) pass no
+      gradient back."""
       return jax.lax.stop_gradient(y) if index < self.freeze else y
 
     x = from_imagenet_normalised(x).astype(self.dtype)
@@ -186,8 +190,8 @@ class EfficientNetLite(nn.Module):
         stats.append(_mean_and_std(x))
     x = Conv(HEAD_CHANNELS, 1, 1, 'same', self.dtype, self.conv_impl, self.grad_order,
              name='conv_head')(x)
-    x = nn.relu6(BatchNorm(epsilon=BN_EPSILON, dtype=self.dtype, name='bn1')(x, train))
-    pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    x = BatchNorm(epsilon=BN_EPSILON, dtype=self.dtype, name='bn1')(x, train and index >= self.freeze)
+    pooled = jnp.mean(frozen(index, nn.relu6(x)).astype(jnp.float32), axis=(1, 2))
     if self.output == 'logits':
       return nn.Dense(self.num_classes, dtype=jnp.float32, name='fc')(pooled)
     return jnp.concatenate([pooled] + stats, axis=-1) if stats else pooled

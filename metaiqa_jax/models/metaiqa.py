@@ -94,6 +94,11 @@ class MetaIQA(nn.Module):
   def __call__(self, x, train: bool = False):
     return self.head(self.backbone(x, train), train)
 
+  def from_features(self, features, train: bool = False):
+    """The head alone, on backbone outputs `features` (batch, D) (evaluation-mode ones when
+    the backbone is frozen whole: `train.frozen_trunk`)."""
+    return self.head(features, train)
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -132,7 +137,9 @@ def create_model(arch: str = 'resnet18', width: float = 1.0, num_classes: int = 
 
   `arch` is any of `models.backbones.BACKBONES`; `head_input` what the head reads of it
   ('logits' | 'pooled' | 'stats', those the backbone offers); `freeze` how many backbone blocks
-  (from the input, with the stem) train frozen: evaluation-mode BatchNorm, no gradient.
+  (from the input, with the stem) train frozen: evaluation-mode BatchNorm, no gradient (the
+  backbone's `max_freeze`, one more than its blocks: everything up to the pooled features,
+  `backbones.output_is_fixed`).
 
   `dtype` (compute dtype of the convolutions), `conv_impl` ('xla' | 'matmul' | 'auto' | None:
   the backend's default, see `layers.Conv`) and `grad_order` (how many times the convolutions
@@ -173,18 +180,24 @@ def init_variables(model: MetaIQA, rng: jax.Array, image_size: int = 224) -> dic
   return {'params': variables['params'], 'batch_stats': variables['batch_stats']}
 
 
-def make_apply_fn(model: nn.Module) -> ApplyFn:
+def make_apply_fn(model: nn.Module, *, on_features: bool = False) -> ApplyFn:
   """The pure function the meta-learner sees.
 
   `apply_fn(variables, x, train, rngs=None) -> (y, new_state)`: in training mode BatchNorm uses
   batch statistics and `new_state = {'batch_stats': updated running stats}`; in eval mode the
   running statistics are used and returned unchanged, so both modes return the same structure.
+  `x` is images (batch, S, S, 3), or with `on_features` the backbone's outputs (batch, D), which
+  only the head sees (`MetaIQA.from_features`; the backbone's variables pass through as they
+  are).
   """
+  method = MetaIQA.from_features if on_features else None
+
   def apply_fn(variables, x, train: bool, rngs=None):
     if train:
-      y, state = model.apply(variables, x, train=True, rngs=rngs, mutable=['batch_stats'])
+      y, state = model.apply(variables, x, train=True, rngs=rngs, mutable=['batch_stats'],
+                             method=method)
       return y, {'batch_stats': state['batch_stats']}
-    y = model.apply(variables, x, train=False)
+    y = model.apply(variables, x, train=False, method=method)
     return y, {'batch_stats': variables['batch_stats']}
   return apply_fn
 

@@ -29,7 +29,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.head_input = 'logits'         # what the head reads: 'logits' (the paper) | 'pooled' |
                                         # 'stats' (EfficientNet-Lite: `models.efficientnet`).
   c.model.freeze = 0                    # backbone blocks (with the stem) trained frozen:
-                                        # evaluation-mode BatchNorm, no gradient (EfficientNet).
+                                        # evaluation-mode BatchNorm, no gradient (EfficientNet;
+                                        # blocks + 1 = the whole backbone, whose features
+                                        # fine-tuning then computes once: `train.frozen_trunk`).
   c.model.dtype = 'float32'             # compute dtype: 'float32' | 'bfloat16'.
   c.model.conv_impl = ''                # how convolutions run: '' = the backend's default,
                                         # 'xla' | 'matmul' | 'auto' (`models.layers.Conv`).

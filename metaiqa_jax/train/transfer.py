@@ -11,8 +11,9 @@ on a human-rated dataset?
                         (ImageNet for the `imagenet+` rows), then fine-tuned;
   [imagenet+]meta       meta-training on the synthetic bank from the same start, then fine-tuned
                         (the paper's MetaIQA);
-  probe                 no training: the frozen ImageNet backbone's feature statistics and a ridge
-                        regression (`baselines.probe`; backbones with ImageNet weights only);
+  probe                 no training: what the head reads of the frozen ImageNet backbone (for
+                        the default model its feature statistics) and a ridge regression
+                        (`baselines.probe`; backbones with ImageNet weights only);
   sharpness             the variance of the Laplacian (`baselines.sharpness`).
 
 1. Pretraining: meta-training and multitask training on the whole synthetic bank
@@ -46,8 +47,8 @@ from metaiqa_jax.baselines import probe, sharpness
 from metaiqa_jax.data import base
 from metaiqa_jax.models import construct
 from metaiqa_jax.weights import imagenet
-from metaiqa_jax.train import (common, defaults, finetuning, pretraining, reporting,
-                               setup)
+from metaiqa_jax.train import (common, defaults, finetuning, frozen_trunk, pretraining,
+                               reporting, setup)
 
 INITS = ('scratch', 'imagenet', 'multitask', 'meta', 'imagenet+multitask', 'imagenet+meta')
 BASELINES = ('probe', 'sharpness')
@@ -121,22 +122,22 @@ def sharpness_rows(source, all_splits) -> list[dict]:
           for k, s in enumerate(all_splits)]
 
 
-def probe_rows(config, source, all_splits) -> list[dict]:
-  """The frozen ImageNet probe (`baselines.probe`) on every split: fitted on the train and val
-  parts, scored on test; rows {init: 'probe', split, srocc, plcc}. None for a backbone without
-  ImageNet weights to install ([]), as for ResNets."""
+def probe_rows(config, source, all_splits, features: frozen_trunk.FeatureCache) -> list[dict]:
+  """The frozen ImageNet probe (`baselines.probe`) on every split: what the head reads of the
+  ImageNet backbone (`features` of the model with `imagenet.imagenet_variables`), averaged over
+  each image's evaluation views, fitted by ridge regression on the train and val parts, scored
+  on test; rows {init: 'probe', split, srocc, plcc}. [] for a backbone without ImageNet
+  weights to install, as for ResNets."""
   if models.BACKBONES[config.model.arch].imagenet_wheel is None:
     return []
-  model = models.create_model(config.model.arch, head_input='stats', grad_order=0)
-  features = probe.backbone_features(model, imagenet.imagenet_variables(model), source,
-                                     np.arange(len(source)), common.input_spec(config.data),
-                                     batch_size=config.finetune.eval_batch_size)
+  variables = imagenet.imagenet_variables(features.model)
+  views = features(variables, np.arange(len(source))).mean(axis=1)
   mos = np.asarray(source.metadata()['mos_norm'], np.float64)
   rows = []
   for k, split in enumerate(all_splits):
     fit = np.concatenate([split['train'], split['val']])
-    ridge = probe.Ridge.fit(features[fit], mos[fit], config.transfer.probe_lambda)
-    pred = ridge.predict(features[split['test']])
+    ridge = probe.Ridge.fit(views[fit], mos[fit], config.transfer.probe_lambda)
+    pred = ridge.predict(views[split['test']])
     rows.append({'init': 'probe', 'split': k, 'srocc': metrics.srocc(pred, mos[split['test']]),
                  'plcc': metrics.plcc(pred, mos[split['test']])})
   return rows
@@ -160,6 +161,8 @@ def transfer(config: ml_collections.ConfigDict, workdir: str, *, source=None) ->
   runs = pretrained_runs(config, workdir)
   model = construct.build_model(config.model)
   apply_fn = models.make_apply_fn(model)
+  features = frozen_trunk.FeatureCache(model, source, common.input_spec(config.data),
+                                       batch_size=config.finetune.eval_batch_size)
   all_splits = setup.load_or_make_splits(config.finetune, source, workdir, config.seed)
   rows, finals = [], {}
   for init in config.transfer.inits:
@@ -168,16 +171,16 @@ def transfer(config: ml_collections.ConfigDict, workdir: str, *, source=None) ->
     for k, split in enumerate(all_splits):
       result = finetuning.finetune_split(
           init_config, source, split, k, os.path.join(workdir, 'finetune', init, f'split_{k}'),
-          model, apply_fn, desc=f'{init}: split {k + 1}/{len(all_splits)}')
+          model, apply_fn, desc=f'{init}: split {k + 1}/{len(all_splits)}', features=features)
       rows.append({'init': init, 'split': k, 'srocc': result['test']['srocc'],
                    'plcc': result['test']['plcc'], 'best_epoch': result['best_epoch']})
     final = whole_dataset_split(len(source), config.finetune.val_fraction, config.seed)
     result = finetuning.finetune_split(init_config, source, final, len(all_splits),
-                                     os.path.join(workdir, 'final', init), model, apply_fn,
-                                     desc=f'{init}: all images')
+                                       os.path.join(workdir, 'final', init), model, apply_fn,
+                                       desc=f'{init}: all images', features=features)
     finals[init] = {'dir': os.path.join(workdir, 'final', init), 'val': result['val'],
                     'best_epoch': result['best_epoch']}
-  rows += probe_rows(config, source, all_splits) + sharpness_rows(source, all_splits)
+  rows += probe_rows(config, source, all_splits, features) + sharpness_rows(source, all_splits)
   summary = metrics.summarise(rows, ('init',))
   order = list(config.transfer.inits) + list(BASELINES)
   summary.sort(key=lambda r: order.index(r['init']))

@@ -138,12 +138,18 @@ def torch_state_dict(variables: Mapping, layout: str) -> collections.OrderedDict
     head is dropped; pyiqa/official: sizes other than the paper's).
 
   Raises:
-    ValueError: an unknown layout, or variables that are not a MetaIQA model's (the first
-      missing / unexpected leaves, or a shape that does not fit).
+    ValueError: an unknown layout, a backbone other than a ResNet (the three layouts are
+      ResNet modules), or variables that are not a MetaIQA model's (the first missing /
+      unexpected leaves, or a shape that does not fit).
   """
   if layout not in FORMATS:
     raise ValueError(f'unknown layout {layout!r}; expected one of {list(FORMATS)}')
   config = infer_model_config(variables)
+  if not config.arch.startswith('resnet'):
+    raise ValueError(f'these weights are a {config.arch} model; the {layout!r} layout (and '
+                     f'every layout of {list(FORMATS)}) holds a ResNet MetaIQA only, so there '
+                     'is nothing to export it into: keep its checkpoint directory, which '
+                     'metaiqa-score --weights and the Python API load')
   modules = _model_modules(config)
   _check_fits(variables, modules, config)
   _warn_if_not_loadable(layout, config)

@@ -133,7 +133,7 @@ def _split_parts(path, state: dict) -> tuple[dict, str, Optional[dict], str, str
   if 'conv1.weight' in state and 'fc.weight' in state:
     return state, '', None, '', 'torchvision ResNet state_dict (backbone only)'
   if EFFICIENTNET_STEM in state:
-    return state, '', None, '', 'EfficientNet-Lite state_dict (backbone only)'
+    return state, '', None, '', 'state_dict of an EfficientNet-Lite (backbone only)'
   raise WeightsFormatError(
       path, f'unknown checkpoint layout: keys {sorted(state)[:8]}... are neither a torchvision '
       'ResNet (conv1.weight, fc.weight), nor MetaIQA/pyiqa (resnet_layer.*, net.*/head.*), nor '
