@@ -21,13 +21,20 @@ from metaiqa_jax.data import pipeline
 from metaiqa_jax.preprocess import InputSpec
 
 
-def view_features(model, variables: Mapping, source, indices: Sequence[int], inputs: InputSpec,
-                  *, batch_size: int = 16) -> np.ndarray:
+def jitted_backbone(model):
+  """`(variables, images (B, S, S, 3)) -> (B, D)`: `model`'s backbone in evaluation mode,
+  jitted (compiled once per input shape)."""
+  return jax.jit(lambda v, x: model.apply(v, x, method=lambda m, x: m.backbone(x, False)))
+
+
+def view_features(backbone, variables: Mapping, source, indices: Sequence[int],
+                  inputs: InputSpec, *, batch_size: int = 16) -> np.ndarray:
   """The backbone's evaluation-mode output for every evaluation view of `source[indices]`.
 
   Args:
-    model: a `models.MetaIQA` (its `head_input` says which features).
-    variables: its `{'params', 'batch_stats'}`.
+    backbone: `jitted_backbone(model)` of a `models.MetaIQA` (its `head_input` says which
+      features).
+    variables: the model's `{'params', 'batch_stats'}`.
     source, indices: the images (at least one).
     inputs: how an image becomes its views (`InputSpec.eval`).
     batch_size: images per device call.
@@ -35,7 +42,6 @@ def view_features(model, variables: Mapping, source, indices: Sequence[int], inp
   Returns:
     float32 `(len(indices), V, D)`, in the order of `indices`.
   """
-  backbone = jax.jit(lambda v, x: model.apply(v, x, method=lambda m, x: m.backbone(x, False)))
   rows = []
   for batch in pipeline.make_eval_loader(source, np.asarray(indices), batch_size=batch_size,
                                          inputs=inputs):
@@ -63,12 +69,13 @@ class FeatureCache:
 
   def __init__(self, model, source, inputs: InputSpec, *, batch_size: int = 16):
     self.model, self.source, self.inputs, self.batch_size = model, source, inputs, batch_size
+    self._backbone = jitted_backbone(model)  # One compilation for every backbone and call.
     self._tables: dict[str, dict[int, np.ndarray]] = {}
 
   def __call__(self, variables: Mapping, indices: Sequence[int]) -> np.ndarray:
     table = self._tables.setdefault(backbone_fingerprint(variables), {})
     missing = sorted({int(i) for i in indices} - table.keys())
     if missing:
-      table.update(zip(missing, view_features(self.model, variables, self.source, missing,
+      table.update(zip(missing, view_features(self._backbone, variables, self.source, missing,
                                               self.inputs, batch_size=self.batch_size)))
     return np.stack([table[int(i)] for i in indices])
