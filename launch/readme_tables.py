@@ -1,14 +1,19 @@
 """Rewrites the README's measured tables from the reports the programs wrote.
 
   python launch/readme_tables.py --demo=/tmp/metaiqa-demo/report.json \
-      --transfer=/tmp/metaiqa-transfer/report.json
+      --transfer=/tmp/metaiqa-transfer/report.json \
+      --adaptation=bench/results/adaptation.json --scores=/tmp/kodak_scores.csv
 
 Each table sits between `<!-- BEGIN name -->` / `<!-- END name -->` lines of README.md and is
-exactly what the program printed (`demo.summary_markdown`, `transfer.summary_markdown`), with
-the wall time and the machine the report records: numbers are never edited by hand.
+exactly what the program printed (`demo.summary_markdown`, `transfer.summary_markdown`,
+`launch/adaptation.py`'s table), with the wall time and the machine the report records; the
+quick start's example output is the head of the CSV `metaiqa-score` wrote for its command.
+Numbers are never edited by hand.
 """
 
+import csv
 import json
+import os
 import pathlib
 
 from absl import app, flags
@@ -17,6 +22,8 @@ from metaiqa_jax.train import demo, reporting, transfer
 
 _DEMO = flags.DEFINE_string('demo', None, "metaiqa-demo's report.json.")
 _TRANSFER = flags.DEFINE_string('transfer', None, "metaiqa-transfer's report.json.")
+_ADAPTATION = flags.DEFINE_string('adaptation', None, "launch/adaptation.py's JSON.")
+_SCORES = flags.DEFINE_string('scores', None, "The quick start's metaiqa-score CSV.")
 _README = flags.DEFINE_string('readme', str(pathlib.Path(__file__).parent.parent / 'README.md'),
                               'The README to rewrite.')
 
@@ -30,6 +37,15 @@ def _section(report_path: str, summary_markdown) -> str:
           f'{machine["jax"]}).\n')
 
 
+def _scores_section(csv_path: str, shown: int = 4) -> str:
+  """The first `shown` rows of a metaiqa-score CSV, paths shortened to their file names."""
+  with open(csv_path, newline='') as f:
+    rows = list(csv.DictReader(f))
+  lines = ['```', 'path,score'] + [f'.../{os.path.basename(r["path"])},{r["score"]}'
+                                   for r in rows[:shown]]
+  return '\n'.join(lines + [f'... ({len(rows)} rows)', '```'])
+
+
 def main(argv):
   del argv
   readme = pathlib.Path(_README.value)
@@ -40,6 +56,12 @@ def main(argv):
   if _TRANSFER.value:
     text = reporting.replace_generated_section(
         text, 'transfer-table', _section(_TRANSFER.value, transfer.summary_markdown))
+  if _ADAPTATION.value:
+    text = reporting.replace_generated_section(
+        text, 'adaptation-table', _section(_ADAPTATION.value, lambda r: r['table']))
+  if _SCORES.value:
+    text = reporting.replace_generated_section(text, 'quickstart-scores',
+                                               _scores_section(_SCORES.value))
   readme.write_text(text)
 
 

@@ -20,6 +20,7 @@ PROGRAMS = {
     'metaiqa-demo': ('programs.demo', '--smoke'),
     'metaiqa-transfer': ('programs.transfer', '--smoke'),
     'metaiqa-score': ('score.run', '--weights'),
+    'metaiqa-adapt': ('adapt.run', '--support'),
     'metaiqa-export': ('export.run', '--format'),
 }
 
@@ -28,7 +29,7 @@ PROGRAMS = {
 # its exit status to OUT_DIR/<name>.status.
 _HELP_SCRIPT = '''
 import os, sys
-from metaiqa_jax.cli import export, programs, score
+from metaiqa_jax.cli import adapt, export, programs, score
 out_dir = sys.argv[1]
 for name, entry in (arg.split('=') for arg in sys.argv[2:]):
   pid = os.fork()
@@ -38,7 +39,8 @@ for name, entry in (arg.split('=') for arg in sys.argv[2:]):
     sys.argv = [name, '--help']
     module, function = entry.split('.')
     try:
-      getattr({'programs': programs, 'score': score, 'export': export}[module], function)()
+      getattr({'programs': programs, 'score': score, 'export': export,
+               'adapt': adapt}[module], function)()
       status = 0
     except SystemExit as e:
       status = e.code or 0
@@ -68,8 +70,9 @@ def test_help_describes_the_program_with_an_example_and_its_flags(help_texts, na
   assert PROGRAMS[name][1] in text
   example = text.split('Example:\n', 1)[1].split('\n\n')[0]
   assert example.lstrip().startswith(name + ' ')
-  flags = ('--weights', '--output') if name in ('metaiqa-score', 'metaiqa-export') else (
-      '--config:', '--workdir:', '--[no]distributed:')
+  flags = {'metaiqa-score': ('--weights', '--output'), 'metaiqa-export': ('--weights', '--output'),
+           'metaiqa-adapt': ('--support', '--workdir', '--mos_range', '--[no]overwrite')}.get(
+               name, ('--config:', '--workdir:', '--[no]distributed:'))
   for flag in flags:
     assert flag in text
   assert 'Try --helpfull' in text

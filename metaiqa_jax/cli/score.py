@@ -1,21 +1,22 @@
 """`metaiqa-score`: predict image quality for files, directories and globs; write a CSV.
 
-  metaiqa-score --weights FILE_OR_CHECKPOINT_DIR [--output scores.csv] PATH...
+  metaiqa-score [--weights MODEL] [--output scores.csv] PATH...
 
 PATH may be an image file, a directory (searched recursively for `metaiqa_jax.images.IMAGE_EXTENSIONS`)
 or a glob (`'photos/**/*.jpg'`). The CSV has a header and one `path,score` row per readable image,
 score in (0, 1), higher is better. Unreadable files and paths that match nothing are named on
 stderr and skipped; the exit status is then 1 (2 for a usage or weights error).
 
-`--weights` is a PyTorch file (torchvision ResNet, the authors' MetaIQA `.pt`, pyiqa MetaIQA
-`.pth`; read safely, see `metaiqa_jax.weights`) or a training run's checkpoint directory. Without
-it the model is randomly initialised (`--arch`, `--width`, `--seed`) and the scores are
-meaningless; a warning says so.
+Without `--weights` the shipped model scores (`metaiqa_jax.load_model()`: MetaIQA's head on a
+frozen ImageNet EfficientNet-Lite0, trained on LIVE Challenge; its MODEL_CARD.md in
+`metaiqa_jax/pretrained/`), each image as the mean over a 3 x 3 grid of 224 px crops at native
+resolution. `--weights` is otherwise a model directory (`metaiqa-adapt`'s workdir), a training
+run's checkpoint directory, a PyTorch file (torchvision ResNet, the authors' MetaIQA `.pt`, pyiqa
+MetaIQA `.pth`; read safely, see `metaiqa_jax.weights`), or `random`: a randomly initialised
+model (`--arch`, `--width`, `--seed`) whose scores are meaningless (a warning says so).
 
 Example:
-  metaiqa-score --weights runs/ft_livec/split_0 --output scores.csv 'photos/**/*.jpg'
-"""
-
+  metaiqa-score --output scores.csv 'photos/**/*.jpg'
 import csv
 import glob
 import os
@@ -24,6 +25,7 @@ import sys
 from absl import app, flags
 import jax
 
+from metaiqa_jax import compile_cache, quality_model
 from metaiqa_jax.cli import usage
 from metaiqa_jax.images import IMAGE_EXTENSIONS, ImageReadError
 from metaiqa_jax.models import BACKBONES, create_model, infer_model_config, init_variables
@@ -32,7 +34,8 @@ from metaiqa_jax.scoring import score
 from metaiqa_jax.weights import load_torch_weights
 
 _WEIGHTS = flags.DEFINE_string(
-    'weights', None, 'PyTorch .pt/.pth file or checkpoint directory. Unset: untrained weights.')
+    'weights', None, "Model directory, checkpoint directory, PyTorch .pt/.pth file, or 'random' "
+    '(untrained). Unset: the shipped model.')
 _OUTPUT = flags.DEFINE_string('output', None, 'CSV file to write; unset: stdout.')
 _ARCH = flags.DEFINE_enum('arch', None, list(BACKBONES),
                           'Backbone. PyTorch files: checked against the file (default: read '
@@ -48,6 +51,10 @@ _N_CROPS = flags.DEFINE_integer('n_crops', 1, '1: whole image; 2..10: mean over 
                                 lower_bound=1, upper_bound=10)
 _MAX_SIDE = flags.DEFINE_integer('max_side', READ_MAX_SIDE,
                                  'Shrink larger files to this longer side while decoding.')
+
+_COMPILATION_CACHE = flags.DEFINE_string(
+    'compilation_cache', None, 'Persistent XLA compilation cache folder, or off (default: '
+    'metaiqa_jax.compile_cache.default_dir()).', allow_override=True)
 
 _PROGRESS_MIN_IMAGES = 64
 
@@ -84,30 +91,36 @@ def expand_paths(patterns) -> tuple[list[str], list[str]]:
   return list(dict.fromkeys(files)), unmatched
 
 
-def _load_variables():
-  """(variables, description, InputSpec or None) from --weights, or a random initialisation.
+RANDOM = 'random'
 
-  A checkpoint directory also gives the inputs its model was trained on, unless --image_size
-  or --n_crops is given.
+
+def _load_variables():
+  """(variables, description, InputSpec or None) from --weights: the shipped model (unset), a
+  model or checkpoint directory, a PyTorch file, or a random initialisation ('random').
+
+  A directory also gives the inputs its model was trained on, unless --image_size or --n_crops
+  is given.
   """
   weights = _WEIGHTS.value
-  if weights is None:
+  explicit = flags.FLAGS['image_size'].present or flags.FLAGS['n_crops'].present
+  if weights == RANDOM:
     arch = _ARCH.value or 'resnet18'
     model = create_model(arch, _WIDTH.value)
-    _report('WARNING: no --weights given: the model is RANDOMLY INITIALISED (untrained) '
+    _report('WARNING: --weights random: the model is RANDOMLY INITIALISED (untrained) '
             f'{arch} width {_WIDTH.value}, seed {_SEED.value}. The scores carry no information '
             'about quality.')
     return init_variables(model, jax.random.PRNGKey(_SEED.value)), 'untrained', None
-  if os.path.isdir(weights):
-    from metaiqa_jax import checkpoints  # pylint: disable=import-outside-toplevel
-    config, variables = checkpoints.restore_variables(weights)
-    if _ARCH.value is not None and _ARCH.value != config.arch:
-      raise ValueError(f'--arch {_ARCH.value} but the checkpoint holds a {config.arch}')
-    explicit = flags.FLAGS['image_size'].present or flags.FLAGS['n_crops'].present
-    stored = checkpoints.describe(weights)
-    writer = (stored.get('written_by') or {}).get('writer')
-    source = f'{weights}, step {stored["step"]}' + (f', written by {writer}' if writer else '')
-    return variables, source, None if explicit else checkpoints.stored_inputs(weights)
+  if weights is None or os.path.isdir(weights):
+    loaded = quality_model.open_model(weights)
+    if _ARCH.value is not None and _ARCH.value != loaded.module.arch:
+      raise ValueError(f'--arch {_ARCH.value} but {weights or "the shipped model"} is a '
+                       f'{loaded.module.arch}')
+    source = loaded.info.get('directory', weights)
+    if weights is None:
+      source = f'the shipped model, {source}'
+    elif 'checkpoint_step' in loaded.info:
+      source = f'{weights}, step {loaded.info["checkpoint_step"]}'
+    return loaded.variables, source, None if explicit else loaded.inputs
   return load_torch_weights(weights, arch=_ARCH.value), weights, None
 
 
@@ -115,6 +128,8 @@ def main(argv) -> int:
   patterns = argv[1:]
   if not patterns:
     raise app.UsageError('give at least one image file, directory or glob')
+  compile_cache.enable(compile_cache.default_dir() if _COMPILATION_CACHE.value is None
+                       else _COMPILATION_CACHE.value)
   paths, unmatched = expand_paths(patterns)
   for pattern in unmatched:
     _report(f'skipped {pattern}: no such file, directory or glob match')
