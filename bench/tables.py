@@ -178,7 +178,20 @@ def table_memory() -> str | None:
   return '\n'.join(lines) + f'\n\nLoad average at the end: {loads}.\n'
 
 
-TABLES = {'bench-224px': table_224px, 'bench-meta-64px': table_meta_64px,
+def table_commands() -> str | None:
+  """metaiqa-score and metaiqa-adapt end to end, cold and warm compilation cache."""
+  rows = _rows('commands')
+  if not rows:
+    return None
+  machine = json.loads(next(r for r in rows if r['metric'] == 'machine')['shape'])
+  lines = ['| command (fresh process, start-up included) | seconds | runs |', '|---|---:|---|']
+  lines += [f"| {r['metric']} | {r['ours']:.1f} | {r['shape'] or 'one'} |"
+            for r in rows if r['metric'] != 'machine']
+  return '\n'.join(lines + ['', f"{machine.get('cpu')}, {machine.get('nproc')} cores, load "
+                                 f"{machine.get('loadavg_at_end')} at the end."])
+
+
+TABLES = {'bench-commands': table_commands, 'bench-224px': table_224px, 'bench-meta-64px': table_meta_64px,
           'bench-convs': table_convs, 'bench-convs-224px-layers': table_convs_224px_layers,
           'bench-memory': table_memory}
 

@@ -3,7 +3,7 @@ nothing; a good support set writes a model that `metaiqa-score --weights` and `l
 and that scores as it was adapted."""
 
 import csv
-import os
+import json
 import re
 import subprocess
 import sys
@@ -64,51 +64,80 @@ def init_dir(tmp_path_factory):
   return directory
 
 
-def assert_refused(result, message, workdir):
-  assert result.returncode == 2, result.stdout + result.stderr
-  errors = [line for line in result.stderr.splitlines() if line.startswith('metaiqa-adapt: error')]
-  assert len(errors) == 1 and message in errors[0], result.stderr
-  assert not os.path.exists(workdir)
+# Imports metaiqa-adapt once, then runs it in a forked child per argument list (a JSON list of
+# lists), writing each child's stderr to OUT_DIR/<i>.txt and exit status to OUT_DIR/<i>.status:
+# the bad inputs fail before any compilation, so Python start-up would be most of their cost.
+_FORKED_RUNS = """
+import json, os, sys
+from metaiqa_jax.cli import adapt
+out_dir, runs = sys.argv[1], json.loads(sys.argv[2])
+for i, args in enumerate(runs):
+  pid = os.fork()
+  if pid == 0:
+    err = os.open(os.path.join(out_dir, f'{i}.txt'), os.O_WRONLY | os.O_CREAT)
+    os.dup2(err, 2)
+    sys.argv = ['metaiqa-adapt', *args]
+    try:
+      adapt.run()
+      status = 0
+    except SystemExit as e:
+      status = e.code or 0
+    sys.stderr.flush()
+    os._exit(status)
+  _, status = os.waitpid(pid, 0)
+  with open(os.path.join(out_dir, f'{i}.status'), 'w') as f:
+    f.write(str(os.waitstatus_to_exitcode(status)))
+"""
+
+BAD_SUPPORT = {  # case -> (rows changed from 4 valid ones, what the one error line says)
+    'one row': ('first only', 'lists 1 image; adaptation needs at least 2'),
+    'nan': ((1, 'p1.png', 'nan'), 'labels.csv:3: MOS of'),
+    'text': ((2, 'p2.png', 'good'), "labels.csv:4: MOS 'good' is missing or not a number"),
+    'outside range': ((3, 'p3.png', 9.0), 'labels.csv:5: MOS 9 is outside 1..5'),
+    'missing': ((4, 'missing.png', 2.0), 'missing.png (listed at'),
+    'unreadable': ((4, 'broken.png', 2.0), 'broken.png: UnidentifiedImageError'),
+    'duplicate': ((4, 'p0.png', 2.0), 'p0.png is listed twice'),
+}
 
 
-@pytest.mark.parametrize('case', ['one row', 'nan', 'text', 'outside range', 'missing',
-                                  'unreadable', 'duplicate'])
-def test_bad_support_is_refused_and_nothing_is_written(support_dir, tmp_path, case):
-  rows = [(f'p{i}.png', 3.0) for i in range(4)]
-  messages = {'one row': 'lists 1 image; adaptation needs at least 2',
-              'nan': 'MOS of', 'text': "labels.csv:4: MOS 'good' is missing or not a number", 'outside range': 'outside',
-              'missing': 'missing.png', 'unreadable': 'broken.png', 'duplicate': 'listed twice'}
-  if case == 'one row':
-    rows = rows[:1]
-  elif case == 'nan':
-    rows[1] = ('p1.png', 'nan')
-  elif case == 'text':
-    rows[2] = ('p2.png', 'good')
-  elif case == 'outside range':
-    rows[3] = ('p3.png', 9.0)
-  elif case == 'missing':
-    rows.append(('missing.png', 2.0))
-  elif case == 'unreadable':
-    (tmp_path / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\nnot really')
-    rows.append((str(tmp_path / 'broken.png'), 2.0))
-  elif case == 'duplicate':
-    rows.append(('p0.png', 2.0))
-  labels = tmp_path / 'labels.csv'
-  write_csv(labels, rows)
-  workdir = tmp_path / 'out'
-  result = run_cli('adapt', '--support', labels, '--images', support_dir, '--mos_range', '1,5',
-                   '--workdir', workdir)
-  assert_refused(result, messages[case], workdir)
-
-
-def test_bad_mos_range_and_bad_init_are_refused(support_dir, tmp_path):
-  workdir = tmp_path / 'out'
-  result = run_cli('adapt', '--support', support_dir / 'labels.csv', '--mos_range', '5,1',
-                   '--workdir', workdir)
-  assert_refused(result, '--mos_range must have finite LO < HI', workdir)
-  result = run_cli('adapt', '--support', support_dir / 'labels.csv', '--init', tmp_path / 'nope',
-                   '--workdir', workdir)
-  assert_refused(result, 'is neither a model directory', workdir)
+def test_every_bad_input_exits_2_with_one_message_and_writes_nothing(support_dir, tmp_path):
+  runs, expected = [], []
+  (support_dir / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\nnot really')
+  for n, (case, (change, message)) in enumerate(BAD_SUPPORT.items()):
+    rows = [(f'p{i}.png', 3.0) for i in range(4)]
+    if change == 'first only':
+      rows = rows[:1]
+    else:
+      index, name, mos = change
+      rows[index:index + 1] = [(name, mos)]
+    labels = tmp_path / f'labels_{n}' / 'labels.csv'
+    labels.parent.mkdir()
+    write_csv(labels, rows)
+    runs.append(['--support', str(labels), '--images', str(support_dir), '--mos_range', '1,5',
+                 '--workdir', str(tmp_path / f'out_{n}')])
+    expected.append((case, message))
+  labels = str(support_dir / 'labels.csv')
+  for args, message in (
+      (['--mos_range', '5,1'], '--mos_range must have finite LO < HI'),
+      (['--mos_range', 'one,two'], '--mos_range must be LO,HI (two numbers)'),
+      (['--init', str(tmp_path / 'nope')], 'is neither a model directory'),
+      ([], None)):  # No --workdir.
+    n = len(runs)
+    runs.append(['--support', labels, *args] + (['--workdir', str(tmp_path / f'out_{n}')]
+                                                if message else []))
+    expected.append((' '.join(args) or 'no workdir', message or '--support and --workdir are '
+                     'required'))
+  out_dir = tmp_path / 'forked'
+  out_dir.mkdir()
+  subprocess.run([sys.executable, '-c', _FORKED_RUNS, str(out_dir), json.dumps(runs)],
+                 check=True, timeout=300)
+  for n, (case, message) in enumerate(expected):
+    status = int((out_dir / f'{n}.status').read_text())
+    stderr = (out_dir / f'{n}.txt').read_text()
+    errors = [line for line in stderr.splitlines() if line.startswith('metaiqa-adapt: error')]
+    assert status == 2, (case, stderr)
+    assert len(errors) == 1 and message in errors[0], (case, stderr)
+    assert not (tmp_path / f'out_{n}').exists(), case
 
 
 def test_adapts_writes_a_model_that_metaiqa_score_reads(support_dir, init_dir, tmp_path):

@@ -71,13 +71,16 @@ def bootstrap_interval(pred, mos, *, draws: int = 2000, seed: int = 0) -> tuple[
 
 
 def _commit() -> str:
+  """HEAD, and whether the package's code (what makes the model; not its own outputs) differs."""
+  here = os.path.dirname(__file__)
   try:
-    here = os.path.dirname(__file__)
     head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=here, capture_output=True,
                           text=True, check=True).stdout.strip()
-    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=here,
-                           capture_output=True, text=True, check=True).stdout.strip()
-    return head + (' (with uncommitted changes)' if dirty else '')
+    dirty = subprocess.run(
+        ['git', 'status', '--porcelain', '--untracked-files=no', '--', '..',
+         ':(exclude)livec_lite0', ':(exclude)MODEL_CARD.md', ':(exclude)LIVE_CHALLENGE_NOTICE.txt'],
+        cwd=here, capture_output=True, text=True, check=True).stdout.strip()
+    return head + (' (with uncommitted changes to metaiqa_jax/)' if dirty else '')
   except (OSError, subprocess.CalledProcessError):
     return 'unknown (not a git checkout)'
 
