@@ -37,6 +37,15 @@ def _section(report_path: str, summary_markdown) -> str:
           f'{machine["jax"]}).\n')
 
 
+def _adaptation_markdown(report: dict) -> str:
+  """launch/adaptation.py's table with what its rows are."""
+  return (f"Query SROCC before and after adaptation on k images of the type (mean ± 95% "
+          f"t-interval over {report['draws']} draws of support and query photos; the last rows: "
+          f"the mean over the types, its interval over types; {report['photos']} photos; "
+          f"{report['defaults']['steps']} Adam steps at {report['defaults']['lr']:g}):\n\n"
+          f"{report['table']}\n")
+
+
 def _scores_section(csv_path: str, shown: int = 4) -> str:
   """The first `shown` rows of a metaiqa-score CSV, paths shortened to their file names."""
   with open(csv_path, newline='') as f:
@@ -58,7 +67,7 @@ def main(argv):
         text, 'transfer-table', _section(_TRANSFER.value, transfer.summary_markdown))
   if _ADAPTATION.value:
     text = reporting.replace_generated_section(
-        text, 'adaptation-table', _section(_ADAPTATION.value, lambda r: r['table']))
+        text, 'adaptation-table', _section(_ADAPTATION.value, _adaptation_markdown))
   if _SCORES.value:
     text = reporting.replace_generated_section(text, 'quickstart-scores',
                                                _scores_section(_SCORES.value))

@@ -17,6 +17,8 @@ model (`--arch`, `--width`, `--seed`) whose scores are meaningless (a warning sa
 
 Example:
   metaiqa-score --output scores.csv 'photos/**/*.jpg'
+"""
+
 import csv
 import glob
 import os
