@@ -95,7 +95,7 @@ BAD_SUPPORT = {  # case -> (rows changed from 4 valid ones, what the one error l
     'text': ((2, 'p2.png', 'good'), "labels.csv:4: MOS 'good' is missing or not a number"),
     'outside range': ((3, 'p3.png', 9.0), 'labels.csv:5: MOS 9 is outside 1..5'),
     'missing': ((4, 'missing.png', 2.0), 'missing.png (listed at'),
-    'unreadable': ((4, 'broken.png', 2.0), 'broken.png: UnidentifiedImageError'),
+    'unreadable': ((4, 'broken.png', 2.0), '1 of 5 image files cannot be decoded'),
     'duplicate': ((4, 'p0.png', 2.0), 'p0.png is listed twice'),
 }
 

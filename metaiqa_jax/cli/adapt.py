@@ -44,7 +44,8 @@ from metaiqa_jax.images import ImageReadError
 _SUPPORT = flags.DEFINE_string('support', None, 'CSV of support image names and MOS.')
 _IMAGES = flags.DEFINE_string('images', None, 'Folder the names are relative to (default: the '
                               "CSV's folder).")
-# allow_override: the training programs define --workdir and metaiqa-export --overwrite too.
+# allow_override: the training programs define --workdir, metaiqa-export --overwrite too (the
+# console scripts share one process in tests).
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where the adapted model directory is written.',
                                allow_override=True)
 _INIT = flags.DEFINE_string('init', 'default', "'default' (the shipped model), a model directory "
@@ -55,7 +56,8 @@ _STEPS = flags.DEFINE_integer('steps', None, 'Adam steps (default: adaptation.HE
                               'frozen backbone, else 20).', lower_bound=1)
 _LR = flags.DEFINE_float('lr', None, 'Learning rate (default: adaptation.HEAD_LR for a frozen '
                          'backbone, else 1e-4).', lower_bound=0.0)
-_SEED = flags.DEFINE_integer('seed', 0, 'Seeds dropout masks and the leave-some-out folds.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Seeds dropout masks and the leave-some-out folds.',
+                             allow_override=True)  # metaiqa-score has --seed too.
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace a model already in --workdir.',
                                allow_override=True)
 _COMPILATION_CACHE = flags.DEFINE_string(
