@@ -33,7 +33,7 @@ from absl import app, flags
 import numpy as np
 
 from metaiqa_jax import adaptation, metrics, quality_model
-from metaiqa_jax.data import KADID_TYPES, SyntheticBank, splits
+from metaiqa_jax.data import KADID_TYPES, SyntheticBank
 from metaiqa_jax.images import read_image
 from metaiqa_jax.pretrained import build
 from metaiqa_jax.train import common, setup
@@ -43,6 +43,7 @@ SWEEP_TYPES = (1, 9, 14, 17)
 SWEEP_STEPS = (10, 30, 100, 300)
 SWEEP_LRS = (1e-4, 3e-4, 1e-3, 3e-3)
 SHOTS = (5, 20)
+NAMES = ('before', 'after')  # What metrics.summarise averages.
 
 _ROOT = flags.DEFINE_string('root', None, 'LIVE Challenge root at native resolution.')
 _OUT = flags.DEFINE_string('out', 'bench/results/adaptation.json', 'JSON to write.')
@@ -55,9 +56,7 @@ def held_out_photos(root: str, count: int) -> list[np.ndarray]:
   """The first `count` test images of the shipped model's split, as uint8 arrays."""
   config = build.recipe_config(root)
   source = setup.finetune_source(config.finetune)
-  split = splits.make_splits(source.metadata(), build.SPLIT + 1, seed=config.seed,
-                             test_fraction=config.finetune.test_fraction,
-                             val_fraction=config.finetune.val_fraction)[build.SPLIT]
+  split = build.recipe_split(config, source)
   return [read_image(source.path(int(i))) for i in split['test'][:count]]
 
 
@@ -87,20 +86,6 @@ def evaluate(model, features, mos, photo_ids, k, seed, **adapt_kwargs) -> tuple[
                                   seed=seed, **adapt_kwargs)
   after = adaptation.head_scores(model.module, adapted, features[query])
   return metrics.srocc(before, mos[query]), metrics.srocc(after, mos[query])
-
-
-def summarise(rows, keys) -> list[dict]:
-  groups = {}
-  for row in rows:
-    groups.setdefault(tuple(row[k] for k in keys), []).append(row)
-  out = []
-  for key, members in groups.items():
-    entry = dict(zip(keys, key))
-    for what in ('before', 'after'):
-      mean, half, n = metrics.t_interval([m[what] for m in members])
-      entry |= {what: mean, f'{what}_ci95': half, 'n': n}
-    out.append(entry)
-  return out
 
 
 def table(summary, label) -> str:
@@ -134,15 +119,16 @@ def main(argv):
                        'before': before, 'after': after, **setting})
     print(f'type {t} ({KADID_TYPES[t - 1]}) done, {time.time() - started:.0f} s', flush=True)
   if _SWEEP.value:
-    summary = summarise(rows, ('steps', 'lr', 'k'))
+    summary = metrics.summarise(rows, ('steps', 'lr', 'k'), NAMES)
     for r in summary:
       r['name'] = f'{r["steps"]} steps, lr {r["lr"]:g}'
     text = table(summary, 'Adam steps, learning rate (mean of 4 training types x 2 draws)')
   else:
-    summary = summarise(rows, ('type', 'name', 'k'))
+    summary = metrics.summarise(rows, ('type', 'name', 'k'), NAMES)
     # The mean over types of each type's mean over draws; its interval is over the types.
-    summary += summarise([{**r, 'name': f'mean of the {len(types)} types'}
-                          for r in summarise(rows, ('type', 'k'))], ('name', 'k'))
+    summary += metrics.summarise([{**r, 'name': f'mean of the {len(types)} types'}
+                                  for r in metrics.summarise(rows, ('type', 'k'), NAMES)],
+                                 ('name', 'k'), NAMES)
     text = table(summary, 'held-out type')
   report = {'program': 'adaptation', 'sweep': _SWEEP.value, 'photos': len(photos),
             'draws': draws, 'shots': SHOTS, 'types': types, 'defaults': {

@@ -24,8 +24,8 @@ import optax
 
 from metaiqa_jax import meta, metrics, optim, quality_model
 from metaiqa_jax.models import backbones
-from metaiqa_jax.models.metaiqa import (MetaIQA, ModelConfig, infer_model_config, make_apply_fn,
-                                        model_config)
+from metaiqa_jax.models.metaiqa import (MetaIQA, ModelConfig, infer_model_config,
+                                        jitted_backbone, make_apply_fn, model_config)
 from metaiqa_jax.preprocess import InputSpec, load_image, prepare_images
 
 # The head's adaptation on frozen features (`adapt_head`), chosen by `launch/adaptation.py
@@ -76,8 +76,7 @@ def head_only_trains(model: MetaIQA) -> bool:
 def _backbone_fn(config: ModelConfig, dtype: Any, conv_impl: Optional[str]):
   """`(variables, x (B, S, S, 3)) -> (B, D)`: the backbone in evaluation mode, jitted once per
   model and input shape (forward-only convolutions)."""
-  model = config.create(dtype, conv_impl, grad_order=0)
-  return jax.jit(lambda v, x: model.apply(v, x, method=lambda m, x: m.backbone(x, False)))
+  return jitted_backbone(config.create(dtype, conv_impl, grad_order=0))
 
 
 def support_features(model: MetaIQA, variables: Mapping, images_or_paths: Sequence,

@@ -261,7 +261,7 @@ def from_checkpoint(path) -> QualityModel:
   stored = checkpoints.describe(path)
   run_config = (stored.get('written_by') or {}).get('config') or {}
   freeze = int((run_config.get('model') or {}).get('freeze', 0))
-  inputs = checkpoints.stored_inputs(path) or InputSpec()
+  inputs = InputSpec.from_dict(stored['inputs']) if stored.get('inputs') else InputSpec()
   return QualityModel(config.create(freeze=freeze), variables, inputs,
                       {'directory': os.fspath(path), 'checkpoint_step': stored.get('step')})
 

@@ -3,7 +3,6 @@ nothing; a good support set writes a model that `metaiqa-score --weights` and `l
 and that scores as it was adapted."""
 
 import csv
-import json
 import re
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from PIL import Image
 from metaiqa_jax import adaptation, quality_model
 from metaiqa_jax.models import backbones, create_model, init_variables
 from metaiqa_jax.preprocess import InputSpec
+import forked_cli
 
 ARCH = 'efficientnet_lite0'
 SIZE = 32
@@ -64,31 +64,6 @@ def init_dir(tmp_path_factory):
   return directory
 
 
-# Imports metaiqa-adapt once, then runs it in a forked child per argument list (a JSON list of
-# lists), writing each child's stderr to OUT_DIR/<i>.txt and exit status to OUT_DIR/<i>.status:
-# the bad inputs fail before any compilation, so Python start-up would be most of their cost.
-_FORKED_RUNS = """
-import json, os, sys
-from metaiqa_jax.cli import adapt
-out_dir, runs = sys.argv[1], json.loads(sys.argv[2])
-for i, args in enumerate(runs):
-  pid = os.fork()
-  if pid == 0:
-    err = os.open(os.path.join(out_dir, f'{i}.txt'), os.O_WRONLY | os.O_CREAT)
-    os.dup2(err, 2)
-    sys.argv = ['metaiqa-adapt', *args]
-    try:
-      adapt.run()
-      status = 0
-    except SystemExit as e:
-      status = e.code or 0
-    sys.stderr.flush()
-    os._exit(status)
-  _, status = os.waitpid(pid, 0)
-  with open(os.path.join(out_dir, f'{i}.status'), 'w') as f:
-    f.write(str(os.waitstatus_to_exitcode(status)))
-"""
-
 BAD_SUPPORT = {  # case -> (rows changed from 4 valid ones, what the one error line says)
     'one row': ('first only', 'lists 1 image; adaptation needs at least 2'),
     'nan': ((1, 'p1.png', 'nan'), 'labels.csv:3: MOS of'),
@@ -127,13 +102,11 @@ def test_every_bad_input_exits_2_with_one_message_and_writes_nothing(support_dir
                                                 if message else []))
     expected.append((' '.join(args) or 'no workdir', message or '--support and --workdir are '
                      'required'))
-  out_dir = tmp_path / 'forked'
-  out_dir.mkdir()
-  subprocess.run([sys.executable, '-c', _FORKED_RUNS, str(out_dir), json.dumps(runs)],
-                 check=True, timeout=300)
-  for n, (case, message) in enumerate(expected):
-    status = int((out_dir / f'{n}.status').read_text())
-    stderr = (out_dir / f'{n}.txt').read_text()
+  (tmp_path / 'forked').mkdir()
+  results = forked_cli.run_forked(
+      [('metaiqa_jax.cli.adapt', 'run', ['metaiqa-adapt', *args]) for args in runs],
+      tmp_path / 'forked', fd=2)
+  for n, ((case, message), (status, stderr)) in enumerate(zip(expected, results)):
     errors = [line for line in stderr.splitlines() if line.startswith('metaiqa-adapt: error')]
     assert status == 2, (case, stderr)
     assert len(errors) == 1 and message in errors[0], (case, stderr)

@@ -9,6 +9,7 @@ import pytest
 from metaiqa_jax import configlib, storage
 from metaiqa_jax.cli import programs
 from metaiqa_jax.train import common, setup
+import forked_cli
 import test_programs
 
 # name -> (entry point, words its --help must show besides the shared flags).
@@ -24,43 +25,13 @@ PROGRAMS = {
     'metaiqa-export': ('export.run', '--format'),
 }
 
-# Imports the console-script modules once, then runs each entry point with `--help` in a forked
-# child (absl defines `--config` once per process), writing its stdout to OUT_DIR/<name>.txt and
-# its exit status to OUT_DIR/<name>.status.
-_HELP_SCRIPT = '''
-import os, sys
-from metaiqa_jax.cli import adapt, export, programs, score
-out_dir = sys.argv[1]
-for name, entry in (arg.split('=') for arg in sys.argv[2:]):
-  pid = os.fork()
-  if pid == 0:
-    out = os.open(os.path.join(out_dir, name + '.txt'), os.O_WRONLY | os.O_CREAT)
-    os.dup2(out, 1)
-    sys.argv = [name, '--help']
-    module, function = entry.split('.')
-    try:
-      getattr({'programs': programs, 'score': score, 'export': export,
-               'adapt': adapt}[module], function)()
-      status = 0
-    except SystemExit as e:
-      status = e.code or 0
-    sys.stdout.flush()
-    os._exit(status)
-  _, status = os.waitpid(pid, 0)
-  with open(os.path.join(out_dir, name + '.status'), 'w') as f:
-    f.write(str(os.waitstatus_to_exitcode(status)))
-'''
-
-
 @pytest.fixture(scope='module')
 def help_texts(tmp_path_factory):
-  """{program name: (exit status, --help stdout)}."""
-  out_dir = tmp_path_factory.mktemp('help')
-  subprocess.run([sys.executable, '-c', _HELP_SCRIPT, str(out_dir),
-                  *(f'{name}={entry}' for name, (entry, _) in PROGRAMS.items())],
-                 check=True, timeout=120)
-  return {name: (int((out_dir / f'{name}.status').read_text()),
-                 (out_dir / f'{name}.txt').read_text()) for name in PROGRAMS}
+  """{program name: (exit status, --help stdout)}, every program run in one forked process."""
+  runs = [(f'metaiqa_jax.cli.{entry.split(".")[0]}', entry.split('.')[1], [name, '--help'])
+          for name, (entry, _) in PROGRAMS.items()]
+  results = forked_cli.run_forked(runs, tmp_path_factory.mktemp('help'), fd=1, timeout=120)
+  return dict(zip(PROGRAMS, results))
 
 
 @pytest.mark.parametrize('name', PROGRAMS)

@@ -125,7 +125,7 @@ def run_adaptation(model: quality_model.QualityModel, paths, mos: np.ndarray, st
                    seed: int) -> tuple[quality_model.QualityModel, dict]:
   """Adapts `model` to the images at `paths` with `mos` (0..1); returns it and the figures
   printed (support loss before/after, leave-some-out SROCC where k >= HELD_OUT_MIN)."""
-  k = len(paths)
+  k, held_out = len(paths), None
   if adaptation.head_only_trains(model.module):
     steps = adaptation.HEAD_STEPS if steps is None else steps
     lr = adaptation.HEAD_LR if lr is None else lr
@@ -133,22 +133,23 @@ def run_adaptation(model: quality_model.QualityModel, paths, mos: np.ndarray, st
     before = adaptation.head_scores(model.module, model.variables, features)
     variables = adaptation.adapt_head(model.module, model.variables, features, mos, steps=steps,
                                       lr=lr, seed=seed)
+    adapted = quality_model.QualityModel(model.module, variables, model.inputs)
     after = adaptation.head_scores(model.module, variables, features)
-    figures = {'loss_before': _loss(before, mos), 'loss_after': _loss(after, mos)}
     if k >= HELD_OUT_MIN:
-      figures['held_out'] = adaptation.held_out_srocc(model.module, model.variables, features, mos,
-                                                      folds=HELD_OUT_FOLDS, seed=seed,
-                                                      steps=steps, lr=lr)
+      held_out = adaptation.held_out_srocc(model.module, model.variables, features, mos,
+                                           folds=HELD_OUT_FOLDS, seed=seed, steps=steps, lr=lr)
   else:
     steps = 20 if steps is None else steps
     lr = 1e-4 if lr is None else lr
     before = model.score(paths)
     variables = adaptation.adapt(model.variables, (paths, mos), model=model.module, steps=steps,
                                  lr=lr, image_size=model.inputs.image_size, seed=seed)
-    after = quality_model.QualityModel(model.module, variables, model.inputs).score(paths)
-    figures = {'loss_before': _loss(before, mos), 'loss_after': _loss(after, mos)}
-  figures |= {'steps': steps, 'lr': lr, 'k': k}
-  adapted = quality_model.QualityModel(model.module, variables, model.inputs)
+    adapted = quality_model.QualityModel(model.module, variables, model.inputs)
+    after = adapted.score(paths)
+  figures = {'loss_before': _loss(before, mos), 'loss_after': _loss(after, mos), 'steps': steps,
+             'lr': lr, 'k': k}
+  if held_out is not None:
+    figures['held_out'] = held_out
   return adapted, figures
 
 
@@ -204,8 +205,7 @@ def main(argv) -> int:
 
 def run():
   """Console-script entry point (`metaiqa-adapt`)."""
-  usage.run(main, description=__doc__,
-            flag_names=[flag.name for flag in flags.FLAGS.get_key_flags_for_module(__name__)])
+  usage.run_module(main, __name__)
 
 
 if __name__ == '__main__':

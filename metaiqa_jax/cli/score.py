@@ -172,8 +172,7 @@ def main(argv) -> int:
 
 def run():
   """Console-script entry point (`metaiqa-score`)."""
-  usage.run(main, description=__doc__,
-            flag_names=[flag.name for flag in flags.FLAGS.get_key_flags_for_module(__name__)])
+  usage.run_module(main, __name__)
 
 
 if __name__ == '__main__':

@@ -34,3 +34,10 @@ def run(main: Callable, *, description: str, flag_names: Sequence[str]) -> None:
     print('Try --helpfull to get a list of all flags.')
     sys.exit(0)
   app.run(main)
+
+
+def run_module(main: Callable, module_name: str) -> None:
+  """`run` for a console script whose description is its module's docstring and whose flags are
+  the ones its module defines (`metaiqa-score`, `metaiqa-adapt`)."""
+  run(main, description=sys.modules[module_name].__doc__,
+      flag_names=[flag.name for flag in flags.FLAGS.get_key_flags_for_module(module_name)])

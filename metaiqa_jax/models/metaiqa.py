@@ -202,6 +202,12 @@ def make_apply_fn(model: nn.Module, *, on_features: bool = False) -> ApplyFn:
   return apply_fn
 
 
+def jitted_backbone(model: MetaIQA) -> Callable:
+  """`(variables, images (B, S, S, 3)) -> (B, D)`: `model`'s backbone in evaluation mode,
+  jitted (compiled once per input shape); D by its `head_input`."""
+  return jax.jit(lambda v, x: model.apply(v, x, method=lambda m, x: m.backbone(x, False)))
+
+
 def infer_model_config(variables: Variables) -> ModelConfig:
   """Reads the architecture back from the parameter shapes of a MetaIQA variables tree.
 

@@ -51,6 +51,13 @@ def recipe_config(root: str):
   return config
 
 
+def recipe_split(config, source) -> dict:
+  """Split `SPLIT` of the transfer's splits of `source` (the same records as its split_0)."""
+  return splits.make_splits(source.metadata(), SPLIT + 1, seed=config.seed,
+                            test_fraction=config.finetune.test_fraction,
+                            val_fraction=config.finetune.val_fraction)[SPLIT]
+
+
 def live_notice(root: str) -> str:
   """LIVE Challenge's copyright notice, whole, from the root's README.txt."""
   path = os.path.join(root, 'README.txt')
@@ -102,9 +109,7 @@ def build(root: str, workdir: str, out: str, transfer_report: str | None = None)
   """Trains, writes `out` and the card; returns the card's figures."""
   config = recipe_config(root)
   source = setup.finetune_source(config.finetune)
-  split = splits.make_splits(source.metadata(), SPLIT + 1, seed=config.seed,
-                             test_fraction=config.finetune.test_fraction,
-                             val_fraction=config.finetune.val_fraction)[SPLIT]
+  split = recipe_split(config, source)
   model = construct.build_model(config.model)
   split_dir = os.path.join(workdir, f'split_{SPLIT}')
   result = finetuning.finetune_split(config, source, split, SPLIT, split_dir, model,

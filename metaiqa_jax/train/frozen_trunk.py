@@ -18,13 +18,8 @@ import jax
 import numpy as np
 
 from metaiqa_jax.data import pipeline
+from metaiqa_jax.models.metaiqa import jitted_backbone
 from metaiqa_jax.preprocess import InputSpec
-
-
-def jitted_backbone(model):
-  """`(variables, images (B, S, S, 3)) -> (B, D)`: `model`'s backbone in evaluation mode,
-  jitted (compiled once per input shape)."""
-  return jax.jit(lambda v, x: model.apply(v, x, method=lambda m, x: m.backbone(x, False)))
 
 
 def view_features(backbone, variables: Mapping, source, indices: Sequence[int],
