@@ -36,7 +36,7 @@ from metaiqa_jax import adaptation, metrics, quality_model
 from metaiqa_jax.data import KADID_TYPES, SyntheticBank
 from metaiqa_jax.images import read_image
 from metaiqa_jax.pretrained import build
-from metaiqa_jax.train import common, setup
+from metaiqa_jax.train import reporting, setup
 
 HELD_OUT_TYPES = (2, 8, 10, 11, 21)   # configs/demo.py: demo.held_out_types
 SWEEP_TYPES = (1, 9, 14, 17)
@@ -133,7 +133,7 @@ def main(argv):
   report = {'program': 'adaptation', 'sweep': _SWEEP.value, 'photos': len(photos),
             'draws': draws, 'shots': SHOTS, 'types': types, 'defaults': {
                 'steps': adaptation.HEAD_STEPS, 'lr': adaptation.HEAD_LR},
-            'rows': rows, 'summary': summary, 'table': text, 'machine': common.machine(),
+            'rows': rows, 'summary': summary, 'table': text, 'machine': reporting.machine(),
             'wall_time_s': time.time() - started, 'command': ' '.join(sys.argv)}
   os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
   with open(_OUT.value, 'w') as f:

@@ -194,6 +194,65 @@ def _metric_value(metrics: Optional[Mapping], name: str) -> float:
   return value if np.isfinite(value) else float('-inf')
 
 
+class StepDirectory:
+  """The housekeeping of a run's `checkpoints/` around orbax's writes: emptying the retired
+  steps, warning before a save the file system cannot hold, and moving unreadable steps aside to
+  `workdir/corrupt_checkpoints/` (the file operations on the first process only).
+
+  `Checkpointer` writes and restores the steps; this class keeps the directory fit for it.
+  """
+
+  def __init__(self, workdir: epath.Path):
+    self.workdir = workdir
+    self.directory = workdir / CHECKPOINTS_DIRNAME
+
+  def delete_retired(self) -> None:
+    """Deletes the steps retention moved to `checkpoints/retired/` (primary process only; a
+    failure is a warning: the run goes on, the files stay)."""
+    retired = self.directory / RETIRED_DIRNAME
+    if jax.process_index() != 0 or not retired.exists():
+      return
+    try:
+      retired.rmtree()
+    except OSError as e:
+      logger.warning('could not delete the retired checkpoints in %s: %s', retired, e)
+
+  def warn_if_short_of_space(self, step: int) -> None:
+    """Warns when the file system has less room left than the last complete checkpoint takes."""
+    last = last_complete_step(self.workdir) if jax.process_index() == 0 else None
+    if last is None:
+      return
+    needed = _disk_size(self.directory / str(last))
+    free = shutil.disk_usage(os.fspath(self.directory)).free
+    if free < needed:
+      logger.warning('%s has %.3g MB free, less than the %.3g MB of checkpoint step %d: saving '
+                     'step %d will probably fail; make room now', self.directory, free / 2**20,
+                     needed / 2**20, last, step)
+
+  def set_aside_unreadable_metrics(self) -> None:
+    """Moves away steps whose metrics JSON is unparsable: orbax would fail to open the dir."""
+    for step_dir in self.directory.iterdir() if self.directory.is_dir() else ():
+      metrics_file = step_dir / 'metrics' / 'metrics'
+      if step_dir.name.isdigit() and metrics_file.exists():
+        try:
+          json.loads(metrics_file.read_text())
+        except (OSError, ValueError) as e:
+          self.move_aside(int(step_dir.name), e)
+
+  def move_aside(self, step: int, error: Exception) -> None:
+    """Moves step `step` (unreadable: `error`) to `workdir/corrupt_checkpoints/<step>-<ns>`,
+    with a warning; every process waits until it is done."""
+    step_dir = self.directory / str(step)
+    target = self.workdir / CORRUPT_DIRNAME / f'{step}-{time.time_ns()}'
+    logger.warning('checkpoint %s is unreadable (%s: %s); falling back to the previous step '
+                   'and moving it to %s', step_dir, type(error).__name__,
+                   str(error).splitlines()[0][:300] if str(error) else '', target)
+    if jax.process_index() == 0:
+      target.parent.mkdir(parents=True, exist_ok=True)
+      shutil.move(os.fspath(step_dir), os.fspath(target))
+    ocp.multihost.sync_global_processes(f'metaiqa_move_aside_{step}')
+
+
 class Checkpointer:
   """Saves and resumes one run's train state in `workdir/checkpoints/`.
 
@@ -207,7 +266,7 @@ class Checkpointer:
     inputs: the `preprocess.InputSpec` the model is trained with, stored with every step
       (`stored_inputs` reads it back).
     written_by: JSON-serialisable provenance stored with every step (which program, command and
-      config wrote it: `train.common.provenance`).
+      config wrote it: `train.reporting.provenance`).
     keep_latest: number of newest steps kept.
     keep_best: number of best steps kept by `best_metric` (0: keep by recency only).
     best_metric: key of `metrics` ranking checkpoints, higher is better.
@@ -223,15 +282,16 @@ class Checkpointer:
     if keep_best < 0:
       raise ValueError(f'keep_best must be >= 0, got {keep_best}')
     self.workdir = ensure_writable(workdir)
-    self.directory = self.workdir / CHECKPOINTS_DIRNAME
+    self._steps = StepDirectory(self.workdir)
+    self.directory = self._steps.directory
     self.best_metric = best_metric
     if isinstance(model_config, ModelConfig):
       model_config = model_config.to_dict()
     self.model_config = dict(model_config) if model_config is not None else None
     self.inputs = inputs.to_dict() if inputs is not None else None
     self.written_by = dict(written_by) if written_by is not None else None
-    self._set_aside_unreadable_metrics()
-    self._delete_retired()
+    self._steps.set_aside_unreadable_metrics()
+    self._steps.delete_retired()
     metric_fn = lambda metrics: _metric_value(metrics, best_metric)
     policies = [ocp.checkpoint_managers.LatestN(keep_latest)]
     if keep_best:
@@ -287,36 +347,13 @@ class Checkpointer:
             'written_by': self.written_by, 'metrics': metrics,
             'extra': dict(extra_json) if extra_json is not None else None}
     self.wait_until_finished()  # As orbax's save would, but a failure is named by its own step.
-    self._delete_retired()
-    self._warn_if_short_of_space(step)
+    self._steps.delete_retired()
+    self._steps.warn_if_short_of_space(step)
     self._pending = int(step)
     with self._writing():
       self._manager.save(int(step), metrics=metrics, force=True,
                          args=ocp.args.Composite(state=ocp.args.PyTreeSave(state),
                                                  meta=ocp.args.JsonSave(meta)))
-
-  def _delete_retired(self) -> None:
-    """Deletes the steps retention moved to `checkpoints/retired/` (primary process only; a
-    failure is a warning: the run goes on, the files stay)."""
-    retired = self.directory / RETIRED_DIRNAME
-    if jax.process_index() != 0 or not retired.exists():
-      return
-    try:
-      retired.rmtree()
-    except OSError as e:
-      logger.warning('could not delete the retired checkpoints in %s: %s', retired, e)
-
-  def _warn_if_short_of_space(self, step: int) -> None:
-    """Warns when the file system has less room left than the last complete checkpoint takes."""
-    last = last_complete_step(self.workdir) if jax.process_index() == 0 else None
-    if last is None:
-      return
-    needed = _disk_size(self.directory / str(last))
-    free = shutil.disk_usage(os.fspath(self.directory)).free
-    if free < needed:
-      logger.warning('%s has %.3g MB free, less than the %.3g MB of checkpoint step %d: saving '
-                     'step %d will probably fail; make room now', self.directory, free / 2**20,
-                     needed / 2**20, last, step)
 
   @contextlib.contextmanager
   def _writing(self):
@@ -375,30 +412,9 @@ class Checkpointer:
       return step, restored.state, meta
     return None
 
-  def _set_aside_unreadable_metrics(self) -> None:
-    """Moves away steps whose metrics JSON is unparsable: orbax would fail to open the dir."""
-    for step_dir in self.directory.iterdir() if self.directory.is_dir() else ():
-      metrics_file = step_dir / 'metrics' / 'metrics'
-      if step_dir.name.isdigit() and metrics_file.exists():
-        try:
-          json.loads(metrics_file.read_text())
-        except (OSError, ValueError) as e:
-          self._move_aside(int(step_dir.name), e)
-
   def _quarantine(self, step: int, error: Exception) -> None:
-    self._move_aside(step, error)
+    self._steps.move_aside(step, error)
     self._manager.reload()
-
-  def _move_aside(self, step: int, error: Exception) -> None:
-    step_dir = self.directory / str(step)
-    target = self.workdir / CORRUPT_DIRNAME / f'{step}-{time.time_ns()}'
-    logger.warning('checkpoint %s is unreadable (%s: %s); falling back to the previous step '
-                   'and moving it to %s', step_dir, type(error).__name__,
-                   str(error).splitlines()[0][:300] if str(error) else '', target)
-    if jax.process_index() == 0:
-      target.parent.mkdir(parents=True, exist_ok=True)
-      shutil.move(os.fspath(step_dir), os.fspath(target))
-    ocp.multihost.sync_global_processes(f'metaiqa_move_aside_{step}')
 
   def wait_until_finished(self) -> None:
     """Blocks until pending asynchronous saves are on disk.
@@ -420,7 +436,7 @@ class Checkpointer:
     self._closed = True
     with self._writing():
       self._manager.close()
-    self._delete_retired()
+    self._steps.delete_retired()
 
   def __enter__(self):
     return self

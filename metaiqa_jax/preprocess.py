@@ -21,6 +21,7 @@ from typing import Sequence, Union
 import numpy as np
 from PIL import Image
 
+from metaiqa_jax import configlib
 from metaiqa_jax.images import read_image
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -277,6 +278,21 @@ class InputSpec:
   @classmethod
   def from_dict(cls, d) -> 'InputSpec':
     return cls(**{f.name: int(d[f.name]) for f in dataclasses.fields(cls) if f.name in d})
+
+  @classmethod
+  def from_config(cls, data_config) -> 'InputSpec':
+    """The input pipeline a config's `data` section names (`image_size`, `resize_to`,
+    `eval_grid`, `fragments`).
+
+    Raises:
+      configlib.ConfigError: the combination is impossible (names the keys).
+    """
+    try:
+      return cls(data_config.image_size, data_config.resize_to, data_config.eval_grid,
+                 data_config.fragments)
+    except ValueError as e:
+      raise configlib.ConfigError(
+          f'config.data (image_size, resize_to, eval_grid, fragments): {e}') from e
 
   def _base(self, image: np.ndarray) -> np.ndarray:
     """The image inputs are cut from: resized to resize_to, or native (enlarged if small)."""

@@ -8,7 +8,8 @@ import pytest
 
 from metaiqa_jax import configlib, storage
 from metaiqa_jax.cli import programs
-from metaiqa_jax.train import common, setup
+from metaiqa_jax.data import registry
+from metaiqa_jax.train import loop, setup
 import forked_cli
 import test_programs
 
@@ -50,12 +51,12 @@ def test_help_describes_the_program_with_an_example_and_its_flags(help_texts, na
 
 
 @pytest.mark.parametrize('error, status', [
-    (common.NonFiniteLossError('meta-step 5: query loss is nan; stopping. The last good '
-                               'checkpoint is step 4 in /w/checkpoints'), 2),
-    (common.DatasetError("config.finetune.source 'csv' (root '/d'): /d/x.csv:3: mos 'n/a' is "
-                         'missing or not a number'), 2),
+    (loop.NonFiniteLossError('meta-step 5: query loss is nan; stopping. The last good '
+                             'checkpoint is step 4 in /w/checkpoints'), 2),
+    (registry.DatasetError("config.finetune.source 'csv' (root '/d'): /d/x.csv:3: mos 'n/a' is "
+                           'missing or not a number'), 2),
     (configlib.ConfigError("unknown config key 'meta.inner_stpes'"), 2),
-    (common.Preempted('SIGTERM received: stopped'), 143),
+    (loop.Preempted('SIGTERM received: stopped'), 143),
     (storage.StorageError('could not write step 4: no space left on device'), 74),
 ])
 def test_errors_that_are_not_bugs_exit_with_one_line(capsys, error, status):
@@ -81,7 +82,7 @@ def test_malformed_label_table_is_a_dataset_error_naming_key_and_line(tmp_path):
   config = test_programs.tiny_config()
   config.finetune.source = 'cid2013'
   config.finetune.root = str(tmp_path)
-  with pytest.raises(common.DatasetError,
+  with pytest.raises(registry.DatasetError,
                      match=r"config\.finetune\.source 'cid2013' .*cid2013\.csv:2"):
     setup.finetune_source(config.finetune)
 

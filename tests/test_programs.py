@@ -15,10 +15,10 @@ import pytest
 
 import metaiqa_jax.configs
 from metaiqa_jax import checkpoints, configlib, scoring
-from metaiqa_jax.data import SyntheticBank, views
+from metaiqa_jax.data import SyntheticBank, registry, views
 from metaiqa_jax.data.tfds import MetaiqaSynthetic
 from metaiqa_jax.models import construct
-from metaiqa_jax.train import (common, defaults, evaluate, finetune, lodo, meta_train, reporting,
+from metaiqa_jax.train import (defaults, evaluate, finetune, lodo, meta_train, reporting,
                                setup)
 
 TYPES = (1, 10, 16)  # Gaussian blur, JPEG, brighten.
@@ -106,7 +106,7 @@ def test_meta_training_on_a_prepared_tfds_dataset_equals_training_on_its_records
   config.data.sources, config.data.roots = ('tfds:metaiqa_synthetic',), (str(data_dir),)
   prepared = meta_train.meta_train(config, str(tmp_path / 'tfds_run'))
   names = list(source.metadata()['name'])
-  tfds_order = [names.index(n) for n in common.open_source(
+  tfds_order = [names.index(n) for n in registry.open_source(
       'tfds:metaiqa_synthetic', str(data_dir), 'test').metadata()['name']]
   native = meta_train.meta_train(config, str(tmp_path / 'native_run'),
                                  source=views.Subset(source, tfds_order))

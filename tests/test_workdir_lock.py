@@ -17,7 +17,7 @@ import jax
 import pytest
 
 from metaiqa_jax import checkpoints, workdir_lock
-from metaiqa_jax.train import common
+from metaiqa_jax.train import loop
 
 
 def lock_path(workdir):
@@ -98,7 +98,7 @@ def test_unreadable_lock_counts_as_held_until_it_is_old(tmp_path):
       pass
 
 
-@pytest.mark.parametrize('error', [ValueError('a bug'), common.Preempted('SIGTERM received'),
+@pytest.mark.parametrize('error', [ValueError('a bug'), loop.Preempted('SIGTERM received'),
                                    KeyboardInterrupt()])
 def test_lock_is_released_however_the_run_ends(tmp_path, error):
   with pytest.raises(type(error)):

@@ -36,12 +36,13 @@ from absl import app, flags
 import jax
 from ml_collections import config_flags
 
-from metaiqa_jax import (checkpoints, compile_cache, configlib, storage, weights,
+from metaiqa_jax import (checkpoints, compile_cache, configlib, distributed, storage, weights,
                          workdir_lock)
 from metaiqa_jax.cli import usage
+from metaiqa_jax.data.registry import DatasetError
+from metaiqa_jax.distributed import DistributedInitError
 from metaiqa_jax.images import ImageReadError
-from metaiqa_jax.train.common import (DatasetError, DistributedInitError, NonFiniteLossError,
-                                      Preempted)
+from metaiqa_jax.train.loop import NonFiniteLossError, Preempted
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and reports.')
 flags.DEFINE_bool('smoke', False, 'metaiqa-demo and metaiqa-transfer without --config: the '
@@ -122,9 +123,9 @@ def _run_holding_workdir(program: Callable, config, workdir: str, cluster: list,
   process id, all None for a detected cluster): the config check counts global devices, and the
   lock needs the process index.
   """
-  from metaiqa_jax.train import common, defaults  # pylint: disable=g-import-not-at-top
+  from metaiqa_jax.train import defaults  # pylint: disable=g-import-not-at-top
   if config.distributed:
-    common.initialize_distributed(*cluster, timeout_s=timeout_s)
+    distributed.initialize_distributed(*cluster, timeout_s=timeout_s)
   defaults.validate(config)  # As the program does: a bad config creates no workdir.
   with workdir_lock.hold(workdir):
     program(config, workdir)

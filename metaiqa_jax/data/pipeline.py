@@ -3,11 +3,13 @@
 `make_batches` holds the training batches (shuffle, decode, transform, batch) as a random-access
 dataset, and `EpochBatches` reads them step by step for a training loop (optional worker
 processes); `make_eval_loader` visits every index exactly once in order, padding the last batch
-and marking real entries with `mask`. With `shard=(index, count)` each yields only part
+and marking real entries with `mask`; `Prefetcher` computes a loop's next batch while the
+device runs the current step. With `shard=(index, count)` each yields only part
 `index` of `count` contiguous parts of every batch (a process's share in a multi-process run);
 the batches themselves, and the random crops, do not depend on `count`.
 """
 
+import concurrent.futures
 from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 from absl import flags
@@ -160,3 +162,25 @@ def make_eval_loader(source, indices: Sequence[int], *, batch_size: int,
   ds = (ds.batch(batch_size) if shard[1] == 1
         else _part_of_every_batch(ds, n_padded // batch_size, batch_size, shard))
   return _iterate(ds, worker_count)
+
+
+class Prefetcher:
+  """`get(step)` returns `fn(step)` and starts computing `fn(step + 1)` in a background thread,
+  so host-side batch preparation overlaps the device's work on the current step.
+
+  `fn` must be a pure function of `step` (as `TaskSampler.sample` is): results do not depend on
+  prefetching, and a resumed run asks for any step first.
+  """
+
+  def __init__(self, fn):
+    self._fn = fn
+    self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='prefetch')
+    self._next = None
+
+  def get(self, step: int):
+    if self._next is not None and self._next[0] == step:
+      value = self._next[1].result()
+    else:
+      value = self._fn(step)
+    self._next = (step + 1, self._pool.submit(self._fn, step + 1))
+    return value

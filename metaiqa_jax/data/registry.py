@@ -61,3 +61,25 @@ def make_source(name: str, root=None, **kwargs):
   if root is None:
     raise ValueError(f'make_source({name!r}) needs root= (the dataset folder)')
   return builders[name](root, **kwargs)
+
+
+class DatasetError(ValueError):
+  """A dataset named by the config does not read (a malformed label table, a bad value); the
+  message names the config key, the source and the file line."""
+
+
+def open_source(name: str, root: str, config_key: str, **kwargs):
+  """`make_source(name, root or None, **kwargs)`, its label-table errors as `DatasetError`.
+
+  Args:
+    config_key: the config keys that named the source (for the message), e.g.
+      `'config.finetune.source'`.
+
+  Raises:
+    DatasetError: the reader refused the label table (its message names the file and line).
+    FileNotFoundError: the label table or image files are missing.
+  """
+  try:
+    return make_source(name, root or None, **kwargs)
+  except ValueError as e:
+    raise DatasetError(f'{config_key} {name!r} (root {root!r}): {e}') from e

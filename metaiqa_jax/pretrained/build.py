@@ -10,7 +10,7 @@ resolution, 20 epochs, batch 64, Adam 1e-3 with cosine decay), on the training p
 transfer's split 0 (seed 0; the epoch chosen on its validation part), so that the split's test
 images stay unseen and the card's figure is a held-out one. It takes about 3 minutes on 2 CPU
 cores. The weights file is a deterministic function of the repository and the data on one CPU
-model (XLA's rounding can differ between CPU models, `train.common.machine`); the build says
+model (XLA's rounding can differ between CPU models, `train.reporting.machine`); the build says
 whether it matches the file it replaces. Scores from the float16 file are checked against the
 float32 model on the held-out images (at most 1e-3 apart, or the build fails).
 
@@ -27,12 +27,11 @@ import sys
 from absl import app, flags
 import numpy as np
 
-from metaiqa_jax import checkpoints, metrics, models, quality_model
+from metaiqa_jax import checkpoints, metrics, quality_model
 from metaiqa_jax.configs import transfer_livec
 from metaiqa_jax.data import pristine, splits
-from metaiqa_jax.models import construct
 from metaiqa_jax.pretrained import LIVE_NOTICE, MODEL_CARD, REBUILD_COMMAND, SHIPPED_DIR
-from metaiqa_jax.train import common, defaults, finetuning, setup
+from metaiqa_jax.train import defaults, finetuning, reporting, setup
 from metaiqa_jax.weights import imagenet
 
 FLOAT16_TOLERANCE = 1e-3
@@ -108,14 +107,13 @@ def recipe_rows(report_path: str) -> dict:
 def build(root: str, workdir: str, out: str, transfer_report: str | None = None) -> dict:
   """Trains, writes `out` and the card; returns the card's figures."""
   config = recipe_config(root)
-  source = setup.finetune_source(config.finetune)
+  run = setup.finetune_run(config, workdir)
+  source = run.source
   split = recipe_split(config, source)
-  model = construct.build_model(config.model)
   split_dir = os.path.join(workdir, f'split_{SPLIT}')
-  result = finetuning.finetune_split(config, source, split, SPLIT, split_dir, model,
-                                     models.make_apply_fn(model), desc='shipped model')
+  result = finetuning.finetune_split(run, split, SPLIT, split_dir, desc='shipped model')
   _, variables = checkpoints.restore_variables(split_dir)
-  trained = quality_model.QualityModel(model, variables, common.input_spec(config.data))
+  trained = quality_model.QualityModel(run.model, variables, run.inputs)
 
   variables_path = os.path.join(out, quality_model.VARIABLES_FILE)
   previous = quality_model.sha256_of(variables_path) if os.path.isfile(variables_path) else None
@@ -147,7 +145,7 @@ def build(root: str, workdir: str, out: str, transfer_report: str | None = None)
     f.write(live_notice(root))
   sha = quality_model.sha256_of(variables_path)
   with open(MODEL_CARD, 'w') as f:
-    f.write(model_card(card, sha, _commit(), common.machine()))
+    f.write(model_card(card, sha, _commit(), reporting.machine()))
   same = 'first build' if previous is None else ('identical to the file it replaced'
                                                  if previous == sha else
                                                  'DIFFERENT from the file it replaced')

@@ -32,11 +32,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from metaiqa_jax import checkpoints, metrics, models
+from metaiqa_jax import checkpoints, metrics, models, preprocess
 from metaiqa_jax.data import KADID_TYPES, SyntheticBank, views
 from metaiqa_jax.models import construct
-from metaiqa_jax.train import (common, defaults, evaluation, pretraining, reporting,
-                               supervised)
+from metaiqa_jax.train import defaults, evaluation, pretraining, reporting, supervised
 
 METHODS = ('meta', 'multitask', 'scratch')
 SANITY_TITLE = 'Sanity: SROCC/PLCC on held-out photos under the training types (no adaptation)'
@@ -72,7 +71,7 @@ def evaluate_method(name, adapt_predict, inner_lr, variables, bank, test_photos,
   """Rows of one initialisation on every held-out type, k and seed."""
   meta_ = bank.metadata()
   is_test = np.isin(meta_['ref_id'], test_photos)
-  inputs = common.input_spec(config.data)
+  inputs = preprocess.InputSpec.from_config(config.data)
   labels = np.asarray(meta_['mos_norm'], np.float32)
   rows = []
   for t in config.demo.held_out_types:
@@ -137,7 +136,7 @@ def demo(config: ml_collections.ConfigDict, workdir: str) -> dict:
             'summary_by_type': by_type,
             'held_out_types': {int(t): KADID_TYPES[t - 1] for t in config.demo.held_out_types},
             'held_out_photos': [int(p) for p in test_photos], 'wall_time_s': wall,
-            'machine': common.machine(),
+            'machine': reporting.machine(),
             'labels': 'KADID-10k human mean DMOS per (distortion type, level) applied to '
                       'synthetic distortions of bundled photos; not a human study of these '
                       'images', 'config': config.to_dict()}

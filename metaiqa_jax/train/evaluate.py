@@ -10,7 +10,7 @@ images are fed to it (`preprocess.InputSpec`) are read from it, so `config.model
 `config.data`'s input keys only matter for PyTorch files.
 """
 
-import csv
+import dataclasses
 import os
 
 import jax
@@ -19,27 +19,24 @@ import numpy as np
 
 from metaiqa_jax import checkpoints, configlib, metrics, models
 from metaiqa_jax.models import construct
-from metaiqa_jax.train import common, defaults, evaluation, reporting, setup, supervised
+from metaiqa_jax.train import evaluation, reporting, setup, supervised
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, *, source=None) -> dict:
   """Evaluates `config.model.init` on the fine-tuning dataset; returns the written report."""
-  defaults.validate(config)
   if not config.model.init:
     raise ValueError('evaluate needs weights: set --config.model.init=CHECKPOINT_DIR_OR_PT_FILE')
-  workdir = checkpoints.ensure_writable(workdir)
-  inputs = common.input_spec(config.data)
-  if os.path.isdir(config.model.init):
+  run = setup.finetune_run(config, workdir, source=source, grad_order=0)
+  if os.path.isdir(config.model.init):  # The checkpoint's own model and inputs.
     model_config, variables = checkpoints.restore_variables(config.model.init)
-    model = model_config.create(construct.DTYPES[config.model.dtype], config.model.conv_impl or None,
-                                grad_order=0)
-    inputs = checkpoints.stored_inputs(config.model.init) or inputs
+    model = model_config.create(construct.DTYPES[config.model.dtype],
+                                config.model.conv_impl or None, grad_order=0)
+    run = dataclasses.replace(run, model=model, apply_fn=models.make_apply_fn(model),
+                              inputs=checkpoints.stored_inputs(config.model.init) or run.inputs)
   else:
-    model = construct.build_model(config.model, grad_order=0)
-    variables = construct.initial_variables(model, config.model.init, jax.random.key(0),
-                                         config.data.image_size)
-  predict = supervised.make_predict(models.make_apply_fn(model))
-  source = setup.finetune_source(config.finetune) if source is None else source
+    variables = run.initial_variables(jax.random.key(0))
+  predict = supervised.make_predict(run.apply_fn)
+  source, workdir, inputs = run.source, run.workdir, run.inputs
   if config.finetune.split_file:
     all_splits = setup.stated_splits(config.finetune, source, config.finetune.split_file)
     if all_splits is None:
@@ -57,17 +54,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, source=None) ->
     results[part] = result
     rows += [(part, names[i], mos_native[i], m, p) for i, m, p in zip(indices, mos, preds)]
   report = {'program': 'evaluate', 'source': config.finetune.source,
-            'weights': config.model.init, 'model': models.model_config(model).to_dict(),
+            'weights': config.model.init, 'model': models.model_config(run.model).to_dict(),
             'inputs': inputs.to_dict(), 'results': results,
             'config': config.to_dict()}
   if len(results) > 1:
     report['summary'] = metrics.aggregate(list(results.values()))
-  if jax.process_index() == 0:  # Every process holds the whole result; one writes it.
-    with open(os.path.join(os.fspath(workdir), 'predictions.csv'), 'w', newline='') as f:
-      writer = csv.writer(f)
-      writer.writerow(['part', 'name', 'mos', 'mos_norm', 'prediction'])
-      writer.writerows((part, n, f'{m:.6g}', f'{mn:.6g}', f'{p:.6g}')
-                       for part, n, m, mn, p in rows)
+  reporting.write_predictions(os.path.join(os.fspath(workdir), 'predictions.csv'), rows)
   first = next(iter(results))
   keep = [r for r in rows if r[0] == first]
   reporting.plot_scatter(os.path.join(os.fspath(workdir), 'scatter.png'),

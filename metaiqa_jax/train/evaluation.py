@@ -7,9 +7,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metaiqa_jax import meta, metrics
+from metaiqa_jax import meta, metrics, preprocess
 from metaiqa_jax.data import pipeline
-from metaiqa_jax.train import common, supervised
+from metaiqa_jax.train import supervised
 
 
 def evaluate_indices(predict: Callable, variables: Mapping, source, indices, config,
@@ -22,7 +22,7 @@ def evaluate_indices(predict: Callable, variables: Mapping, source, indices, con
   `config.finetune.eval_batch_size` images (rounded up to a multiple of the device count) of
   which each process loads its share; every process gets the whole result.
   """
-  inputs = inputs or common.input_spec(config.data)
+  inputs = inputs or preprocess.InputSpec.from_config(config.data)
   devices = jax.device_count()
   batch_size = -(-config.finetune.eval_batch_size // devices) * devices
   loader = pipeline.make_eval_loader(source, indices, batch_size=batch_size, inputs=inputs,

@@ -15,41 +15,32 @@ import os
 
 import ml_collections
 
-from metaiqa_jax import checkpoints, metrics, models
-from metaiqa_jax.data import base
-from metaiqa_jax.models import construct
-from metaiqa_jax.train import common, defaults, finetuning, reporting, setup
+from metaiqa_jax import metrics
+from metaiqa_jax.train import finetuning, reporting, setup
 
 
 def finetune(config: ml_collections.ConfigDict, workdir: str, *, source=None) -> dict:
   """Fine-tunes on every selected split; returns the report also written to report.json."""
-  defaults.validate(config)
-  workdir = checkpoints.ensure_writable(workdir)
-  common.maybe_initialize_distributed(config.distributed)
-  model = construct.build_model(config.model)
-  apply_fn = models.make_apply_fn(model)
-  source = setup.finetune_source(config.finetune) if source is None else source
-  if config.data.verify_images:
-    base.verify_source(source)
-  all_splits = setup.load_or_make_splits(config.finetune, source, workdir, config.seed)
+  run = setup.finetune_run(config, workdir, source=source, verify=True)
+  all_splits = setup.load_or_make_splits(config.finetune, run.source, run.workdir, config.seed)
   selected = list(config.finetune.splits) or list(range(len(all_splits)))
   results = []
   for k in selected:
     if not 0 <= k < len(all_splits):
       raise ValueError(f'config.finetune.splits asks for split {k}; there are '
                        f'{len(all_splits)}')
-    result = finetuning.finetune_split(config, source, all_splits[k], k,
-                            os.path.join(os.fspath(workdir), f'split_{k}'), model, apply_fn)
+    result = finetuning.finetune_split(run, all_splits[k], k,
+                                       os.path.join(os.fspath(run.workdir), f'split_{k}'))
     logging.info('split %d: test SROCC %.4f PLCC %.4f (best val epoch %s)', k,
                  result['test']['srocc'], result['test']['plcc'], result['best_epoch'])
     results.append(result)
   summary = metrics.aggregate([r['test'] for r in results])
   first = results[0]
   reporting.plot_scatter(
-      os.path.join(os.fspath(workdir), f'scatter_split{first["split"]}.png'),
+      os.path.join(os.fspath(run.workdir), f'scatter_split{first["split"]}.png'),
       first['predictions'], first['mos_norm'], first['test']['logistic'],
       title=f'{config.finetune.source}: test split {first["split"]}')
   report = {'program': 'finetune', 'source': config.finetune.source, 'splits': results,
             'test_summary': summary, 'config': config.to_dict()}
-  reporting.write_report(workdir, report)
+  reporting.write_report(run.workdir, report)
   return report

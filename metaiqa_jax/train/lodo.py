@@ -17,10 +17,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from metaiqa_jax import checkpoints, metrics, models, preprocess
+from metaiqa_jax import checkpoints, metrics, preprocess
 from metaiqa_jax.data import splits
-from metaiqa_jax.models import construct
-from metaiqa_jax.train import common, defaults, evaluation, meta_train, reporting, setup
+from metaiqa_jax.train import evaluation, meta_train, reporting, setup
 
 
 def draw_support_query(metadata, dist_type: int, *, shots: int, test_size: int,
@@ -86,16 +85,12 @@ def _mean_srocc(rows: Sequence[Mapping], key: str) -> dict:
 
 def lodo(config: ml_collections.ConfigDict, workdir: str, *, source=None) -> dict:
   """Runs LODO for the configured held-out types; returns the report written to report.json."""
-  defaults.validate(config)
-  workdir = checkpoints.ensure_writable(workdir)
-  source = setup.meta_source(config.data) if source is None else source
-  metadata = source.metadata()
-  types = config.lodo.held_out or setup.task_types(metadata, ())
-  model = construct.build_model(config.model)
-  apply_fn = models.make_apply_fn(model)
+  run = setup.meta_run(config, workdir, source=source, task_samplers=False)
+  source, workdir = run.source, run.workdir
+  types = config.lodo.held_out or setup.task_types(source.metadata(), ())
   adapt_steps = sorted(set(config.lodo.adapt_steps) - {0})
   steps = [0] + adapt_steps  # 0 steps: the zero-shot (k = 0) rows.
-  adapt_predict = {s: evaluation.make_adapt_predict(apply_fn, steps=s, adapt=config.meta.adapt,
+  adapt_predict = {s: evaluation.make_adapt_predict(run.apply_fn, steps=s, adapt=config.meta.adapt,
                                                     batch_norm=config.meta.batch_norm)
                    for s in steps}
   rows, runs = [], {}
@@ -109,7 +104,7 @@ def lodo(config: ml_collections.ConfigDict, workdir: str, *, source=None) -> dic
                           shots=config.lodo.shots, steps=adapt_steps,
                           repeats=config.lodo.repeats,
                           test_size=config.lodo.test_size,
-                          inputs=common.input_spec(config.data),
+                          inputs=run.inputs,
                           seed=config.seed)
   zero_shot = _mean_srocc([r for r in rows if r['k'] == 0], 'held_out_type')
   k_max, s_max = max(config.lodo.shots), max(steps)

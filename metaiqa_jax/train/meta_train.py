@@ -12,10 +12,9 @@ Preemption (SIGTERM, SIGKILL), NaN losses and resuming are handled by `loop.run_
 import jax
 import ml_collections
 
-from metaiqa_jax import checkpoints, meta, models, optim, parallel
-from metaiqa_jax.data import base
-from metaiqa_jax.models import construct
-from metaiqa_jax.train import common, defaults, loop, reporting, setup
+from metaiqa_jax import meta, parallel
+from metaiqa_jax.data import pipeline
+from metaiqa_jax.train import loop, reporting, setup
 
 
 def meta_train(config: ml_collections.ConfigDict, workdir: str, *,
@@ -28,28 +27,18 @@ def meta_train(config: ml_collections.ConfigDict, workdir: str, *,
     source: optional prebuilt meta-training source (tests, LODO); default `setup.meta_source`.
 
   Raises:
-    common.NonFiniteLossError: the query loss became NaN/Inf; the last good checkpoint is kept.
-    common.Preempted: SIGTERM arrived; the state of the last finished step was checkpointed.
+    loop.NonFiniteLossError: the query loss became NaN/Inf; the last good checkpoint is kept.
+    loop.Preempted: SIGTERM arrived; the state of the last finished step was checkpointed.
     UnreadableImagesError: `config.data.verify_images` found image files that cannot be decoded.
   """
-  defaults.validate(config)
-  workdir = checkpoints.ensure_writable(workdir)
-  common.maybe_initialize_distributed(config.distributed)
-  model = construct.build_model(config.model, grad_order=setup.conv_grad_order(config.meta))
-  apply_fn = models.make_apply_fn(model)
-  source = setup.meta_source(config.data) if source is None else source
-  if config.data.verify_images:
-    base.verify_source(source)
-  train_sampler, val_sampler = setup.make_samplers(config, source)
-
+  run = setup.meta_run(config, workdir, source=source,
+                       grad_order=setup.conv_grad_order(config.meta), verify=True)
   lrs = setup.inner_lrs(config.meta)
-  tx = optim.make_optimizer(lr=config.optim.lr, head_lr=config.optim.head_lr,
-                                 schedule=setup.outer_schedule(config.optim))
-  variables = construct.initial_variables(model, config.model.init, jax.random.key(config.seed),
-                                       config.data.image_size)
-  state = meta.init_meta_state(variables, tx, meta_sgd=config.meta.meta_sgd, inner_lr=lrs)
+  tx = run.outer_optimizer()
+  state = meta.init_meta_state(run.initial_variables(jax.random.key(config.seed)), tx,
+                               meta_sgd=config.meta.meta_sgd, inner_lr=lrs)
   step_fn = meta.make_meta_step(
-      apply_fn, tx, inner_steps=config.meta.inner_steps, inner_lr=lrs,
+      run.apply_fn, tx, inner_steps=config.meta.inner_steps, inner_lr=lrs,
       algorithm=config.meta.algorithm, task_map=config.meta.task_map or None,
       adapt=config.meta.adapt, remat=config.meta.remat,
       inner_optimizer=config.meta.inner_optimizer, batch_norm=config.meta.batch_norm)
@@ -57,18 +46,17 @@ def meta_train(config: ml_collections.ConfigDict, workdir: str, *,
   rng = jax.random.key(config.seed)
 
   # This process's tasks only; the meta-step assembles every process's share (parallel.put_sharded).
-  batches = common.Prefetcher(lambda step: train_sampler.sample(step, tasks=task_slice))
+  batches = pipeline.Prefetcher(lambda step: run.train_sampler.sample(step, tasks=task_slice))
 
   def one_step(state, step):
     return step_fn(state, batches.get(step), jax.random.fold_in(rng, step))
 
-  result = loop.run_steps(config, workdir, model=model, state=state, step_fn=one_step,
-                          validate=setup.make_validator(config, apply_fn, val_sampler),
-                          name='meta-step', writer='meta_train', loss_name='query loss',
-                          primary=jax.process_index() == 0)
+  result = loop.run_steps(config, run.workdir, model=run.model, state=state, step_fn=one_step,
+                          validate=run.validate, name='meta-step', writer='meta_train',
+                          loss_name='query loss')
   report = {'program': 'meta_train', 'steps': config.num_steps,
             'final_val': result['final_val'], 'val_history': result['val_history'],
-            'best_step': result['best_step'], 'train_types': list(train_sampler.types),
+            'best_step': result['best_step'], 'train_types': list(run.train_sampler.types),
             'config': config.to_dict()}
-  reporting.write_report(workdir, report)
+  reporting.write_report(run.workdir, report)
   return report

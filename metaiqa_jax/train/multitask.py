@@ -12,9 +12,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from metaiqa_jax import checkpoints, meta, models, optim, parallel
-from metaiqa_jax.models import construct
-from metaiqa_jax.train import common, defaults, loop, reporting, setup, supervised
+from metaiqa_jax import meta, parallel
+from metaiqa_jax.data import pipeline
+from metaiqa_jax.train import loop, reporting, setup, supervised
 
 
 def pooled_batch(tasks) -> tuple[np.ndarray, np.ndarray]:
@@ -32,35 +32,26 @@ def multitask_train(config: ml_collections.ConfigDict, workdir: str, *, source=N
   Validation is the same meta-validation as `meta_train` (adapt to each validation task with
   `meta.inner_steps` inner steps, score its query set), so the two are comparable.
   """
-  defaults.validate(config)
-  workdir = checkpoints.ensure_writable(workdir)
-  model = construct.build_model(config.model)
-  apply_fn = models.make_apply_fn(model)
-  source = setup.meta_source(config.data) if source is None else source
-  train_sampler, val_sampler = setup.make_samplers(config, source)
-  tx = optim.make_optimizer(lr=config.optim.lr, head_lr=config.optim.head_lr,
-                                 schedule=setup.outer_schedule(config.optim))
-  variables = construct.initial_variables(model, config.model.init, jax.random.key(config.seed),
-                                       config.data.image_size)
-  train_step = supervised.make_train_step(apply_fn, tx)
+  run = setup.meta_run(config, workdir, source=source)
+  tx = run.outer_optimizer()
+  variables = run.initial_variables(jax.random.key(config.seed))
+  train_step = supervised.make_train_step(run.apply_fn, tx)
   rng = jax.random.key(config.seed)
 
   own_tasks = parallel.process_share(config.meta.tasks_per_batch)
-  batches = common.Prefetcher(
-      lambda step: pooled_batch(train_sampler.sample(step, tasks=own_tasks)))
+  batches = pipeline.Prefetcher(
+      lambda step: pooled_batch(run.train_sampler.sample(step, tasks=own_tasks)))
 
   def one_step(state, step):
     x, y = batches.get(step)
     return train_step(state, x, y, jax.random.fold_in(rng, step))
 
-  result = loop.run_steps(config, workdir, model=model, state=meta.init_meta_state(variables, tx),
-                          step_fn=one_step,
-                          validate=setup.make_validator(config, apply_fn, val_sampler),
-                          name='multitask step', writer='multitask_train',
-                          primary=jax.process_index() == 0)
+  result = loop.run_steps(config, run.workdir, model=run.model,
+                          state=meta.init_meta_state(variables, tx), step_fn=one_step,
+                          validate=run.validate, name='multitask step', writer='multitask_train')
   report = {'program': 'multitask_train', 'steps': config.num_steps,
             'final_val': result['final_val'], 'val_history': result['val_history'],
-            'best_step': result['best_step'], 'train_types': list(train_sampler.types),
+            'best_step': result['best_step'], 'train_types': list(run.train_sampler.types),
             'config': config.to_dict()}
-  reporting.write_report(workdir, report)
+  reporting.write_report(run.workdir, report)
   return report

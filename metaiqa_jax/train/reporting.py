@@ -17,27 +17,37 @@ A log line that cannot be written (no space left, permission lost, read-only fil
 
 Plots use Matplotlib's object API with the Agg canvas (no display, no global pyplot state).
 
-In a multi-process run every process holds the whole result, and only the first writes the
-report, the summary and the plots (`write_report`, `write_outputs`, `plot_*` do nothing on the
-others), as `RunLogger(is_primary=...)` does for the logs.
+In a multi-process run every process holds the whole result, and only the first writes: the
+logs (`RunLogger`), the progress bar, the report, the summary, the splits, the predictions and
+the plots (`write_*` and `plot_*` return at once on the others; `writes_files` decides).
+
+Also what a run records about where it comes from: `provenance` (stored with checkpoints) and
+`machine` (stored with reports whose figures depend on the CPU).
 """
 
 import contextlib
+import csv
 import json
 import logging
 import math
 import os
+import platform
+import shlex
+import sys
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
+import ml_collections
 import numpy as np
 import tqdm
 from matplotlib.figure import Figure
 from tensorboardX import SummaryWriter
 
+import metaiqa_jax
 from metaiqa_jax import checkpoints, storage
 from metaiqa_jax import metrics as metrics_lib
+from metaiqa_jax.data import splits as splits_lib
 
 METRICS_FILENAME = 'metrics.jsonl'
 TENSORBOARD_DIRNAME = 'tensorboard'
@@ -46,9 +56,34 @@ REPORT_FILENAME = 'report.json'
 logger = logging.getLogger(__name__)
 
 
-def _writes_files() -> bool:
-  """True on the process that writes a run's reports and plots (the first)."""
+def writes_files() -> bool:
+  """True on the one process that writes a run's logs, reports, plots and tables (the first);
+  every writer here asks it, so programs never do."""
   return jax.process_index() == 0
+
+
+def provenance(writer: str, config: ml_collections.ConfigDict) -> dict:
+  """What a checkpoint records about how it was made: the training function `writer` (e.g.
+  'meta_train', 'finetune'), the command line, the whole config and the package version."""
+  return {'writer': writer, 'command': shlex.join(sys.argv), 'config': config.to_dict(),
+          'package_version': metaiqa_jax.__version__}
+
+
+def machine() -> dict:
+  """Where a run's figures come from: `{'cpu', 'cores', 'devices', 'jax'}` (the CPU model from
+  /proc/cpuinfo where there is one, else `platform.processor()`; the device kind and count).
+
+  XLA compiles for the host's vector units, so float rounding, and with it a trained model's
+  figures in the last digits or more, can differ between CPU models; on one model they repeat.
+  """
+  cpu = platform.processor() or platform.machine()
+  with contextlib.suppress(OSError):
+    with open('/proc/cpuinfo', encoding='utf-8') as f:
+      cpu = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')),
+                 cpu)
+  devices = jax.devices()
+  return {'cpu': cpu, 'cores': os.cpu_count(),
+          'devices': f'{len(devices)} x {devices[0].device_kind}', 'jax': jax.__version__}
 
 
 def _json_value(value) -> Optional[float]:
@@ -61,22 +96,24 @@ class RunLogger:
 
   Args:
     workdir: the run's working directory (must exist and be writable).
-    is_primary: False on every process but the first of a multi-host run: nothing is written.
+    is_primary: whether this process writes (default `writes_files()`: the first of a
+      multi-process run); on the others nothing is written.
     resume_step: the checkpoint step a resumed run restarts from; later log entries are dropped.
     last_checkpoint: returns the step a rerun would resume from, named when a write fails
       (`Checkpointer.last_complete_step`; default: the newest complete one in the workdir).
   """
 
-  def __init__(self, workdir, *, is_primary: bool = True, resume_step: Optional[int] = None,
+  def __init__(self, workdir, *, is_primary: Optional[bool] = None,
+               resume_step: Optional[int] = None,
                last_checkpoint: Optional[Callable[[], Optional[int]]] = None):
     self.workdir = os.fspath(workdir)
-    self.is_primary = is_primary
+    self.is_primary = writes_files() if is_primary is None else is_primary
     self._last_checkpoint = last_checkpoint or (
         lambda: checkpoints.last_complete_step(self.workdir))
     self.jsonl_path = os.path.join(self.workdir, METRICS_FILENAME)
     self._writer = None
     self._jsonl = None
-    if not is_primary:
+    if not self.is_primary:
       return
     if resume_step is not None:
       self._truncate_jsonl(resume_step)
@@ -183,10 +220,9 @@ def read_metrics(workdir, split: Optional[str] = None) -> list[dict]:
   return [e for e in entries if split is None or e['split'] == split]
 
 
-def progress_bar(total: int, *, initial: int = 0, desc: Optional[str] = None,
-                 enabled: bool = True) -> tqdm.tqdm:
-  """A tqdm bar over steps; `enabled=False` (non-primary processes) shows nothing."""
-  return tqdm.tqdm(total=total, initial=initial, desc=desc, disable=not enabled,
+def progress_bar(total: int, *, initial: int = 0, desc: Optional[str] = None) -> tqdm.tqdm:
+  """A tqdm bar over steps, shown by the process that writes (`writes_files`) only."""
+  return tqdm.tqdm(total=total, initial=initial, desc=desc, disable=not writes_files(),
                    dynamic_ncols=True)
 
 
@@ -214,9 +250,28 @@ def write_report(workdir, report: Mapping[str, Any]) -> str:
     return value
 
   path = os.path.join(os.fspath(workdir), REPORT_FILENAME)
-  if _writes_files():
+  if writes_files():
     storage.atomic_write_text(path, json.dumps(convert(report), indent=2, sort_keys=True) + '\n')
   return path
+
+
+def write_splits(path, splits: Sequence[Mapping]) -> None:
+  """Saves train/val/test splits at `path` (`data.splits.save_splits`; first process only)."""
+  if writes_files():
+    splits_lib.save_splits(path, splits)
+
+
+def write_predictions(path, rows: Sequence[tuple]) -> None:
+  """Writes `predictions.csv` at `path`: a header `part, name, mos, mos_norm, prediction`, then
+  one line per row `(part, name, mos, mos_norm, prediction)`, numbers to 6 significant digits
+  (first process only)."""
+  if not writes_files():
+    return
+  with open(os.fspath(path), 'w', newline='', encoding='utf-8') as f:
+    writer = csv.writer(f)
+    writer.writerow(['part', 'name', 'mos', 'mos_norm', 'prediction'])
+    writer.writerows((part, n, f'{m:.6g}', f'{mn:.6g}', f'{p:.6g}')
+                     for part, n, m, mn, p in rows)
 
 
 def plot_scatter(path, pred, mos, logistic_params: Optional[Sequence[float]] = None, *,
@@ -226,7 +281,7 @@ def plot_scatter(path, pred, mos, logistic_params: Optional[Sequence[float]] = N
   `logistic_params` are `metrics.fit_logistic`'s `(b1, b2, b3, b4)`; omitted, they are fitted
   here. Non-finite pairs are left out of the plot.
   """
-  if not _writes_files():
+  if not writes_files():
     return
   pred, mos = np.asarray(pred, np.float64), np.asarray(mos, np.float64)
   keep = np.isfinite(pred) & np.isfinite(mos)
@@ -252,7 +307,7 @@ def plot_curves(path, x: Sequence[float], curves: Mapping[str, Sequence[float]],
   for label, y in curves.items():
     if len(y) != len(x):
       raise ValueError(f'curve {label!r} has {len(y)} values for {len(x)} x positions')
-  if not _writes_files():
+  if not writes_files():
     return
   fig = Figure(figsize=(5.5, 4), dpi=100)
   ax = fig.add_subplot()
@@ -296,7 +351,7 @@ def interval_table(rows: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> st
 def write_outputs(workdir, report: Mapping[str, Any], summary: str) -> None:
   """Writes `summary` (markdown) to workdir/summary.md and `report` to workdir/report.json
   (first process only)."""
-  if _writes_files():
+  if writes_files():
     storage.atomic_write_text(os.path.join(os.fspath(workdir), 'summary.md'), summary)
   write_report(workdir, report)
 
@@ -305,7 +360,7 @@ def plot_intervals(path, labels: Sequence[str], means: Sequence[float],
                    half_widths: Sequence[float], ylabel: str, *,
                    title: Optional[str] = None) -> None:
   """Saves a PNG of one point per label with its interval (mean ± half width) as error bar."""
-  if not _writes_files():
+  if not writes_files():
     return
   fig = Figure(figsize=(5.5, 4), dpi=100)
   ax = fig.add_subplot()

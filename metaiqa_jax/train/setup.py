@@ -1,21 +1,121 @@
-"""What every program builds from its config before it runs: data sources, task samplers and
-the meta-validator, learning-rate schedules and the fine-tuning splits.
+"""What every program builds from its config before it runs, assembled once as a `Run`: the
+model, the data source, task samplers and the meta-validator, learning-rate schedules, the
+fine-tuning splits.
 
-Programs (`meta_train`, `multitask`, `finetune`, `evaluate`, `lodo`, `demo`, `transfer`) import
-these instead of each other's helpers; a program imports another only to run it whole.
+Programs (`meta_train`, `multitask`, `finetune`, `evaluate`, `lodo`, `transfer`) start with
+`meta_run` or `finetune_run` and use what the `Run` holds; they import these pieces instead
+of each other's helpers, and import another program only to run it whole.
 """
 
+import dataclasses
 import os
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import jax
 import ml_collections
 import numpy as np
 import optax
 
-from metaiqa_jax import configlib
-from metaiqa_jax.data import splits, tasks, views
-from metaiqa_jax.train import common, defaults, evaluation
+from metaiqa_jax import checkpoints, configlib, distributed, models, optim, preprocess
+from metaiqa_jax.data import base, registry, splits, tasks, views
+from metaiqa_jax.models import construct
+from metaiqa_jax.train import defaults, evaluation, reporting
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """What a program runs on, assembled once from its config (`meta_run`, `finetune_run`).
+
+  Attributes:
+    config: the validated config.
+    workdir: the run's writable working directory.
+    model: the MetaIQA module `config.model` describes.
+    apply_fn: `models.make_apply_fn(model)`, what steps and predictions call.
+    inputs: how images become model inputs (`config.data`).
+    source: the dataset: the meta-training source (`meta_source`) or the fine-tuning one
+      (`finetune_source`).
+    train_sampler, val_sampler: the meta-training and meta-validation `TaskSampler`s of the
+      source (`make_samplers`), when the run trains on tasks; else None.
+    validate: `state -> metrics`, meta-validation on `val_sampler` (`make_validator`); else None.
+  """
+  config: ml_collections.ConfigDict
+  workdir: Any
+  model: models.MetaIQA
+  apply_fn: models.ApplyFn
+  inputs: preprocess.InputSpec
+  source: Any
+  train_sampler: Optional[tasks.TaskSampler] = None
+  val_sampler: Optional[tasks.TaskSampler] = None
+  validate: Optional[Callable[[Any], dict]] = None
+
+  def initial_variables(self, rng: jax.Array) -> dict:
+    """The variables training starts from (`config.model.init`; `construct.initial_variables`)."""
+    return construct.initial_variables(self.model, self.config.model.init, rng,
+                                       self.config.data.image_size)
+
+  def outer_optimizer(self) -> optax.GradientTransformation:
+    """The optimiser of pretraining's outer steps (`config.optim`: both learning rates and
+    their schedule)."""
+    optim_config = self.config.optim
+    return optim.make_optimizer(lr=optim_config.lr, head_lr=optim_config.head_lr,
+                                schedule=outer_schedule(optim_config))
+
+
+def meta_run(config: ml_collections.ConfigDict, workdir, *, source=None, grad_order: int = 1,
+             task_samplers: bool = True, verify: bool = False) -> Run:
+  """The `Run` of a program on the meta-training data (`meta_source`): meta-training, the
+  multitask baseline, LODO. See `_assemble` for the arguments and errors; `task_samplers=False`
+  leaves out the samplers and the meta-validator."""
+  workdir = _start(config, workdir)
+  source = meta_source(config.data) if source is None else source
+  return _assemble(config, workdir, source, grad_order, task_samplers, verify)
+
+
+def finetune_run(config: ml_collections.ConfigDict, workdir, *, source=None,
+                 grad_order: int = 1, verify: bool = False) -> Run:
+  """The `Run` of a program on the fine-tuning dataset (`finetune_source`): fine-tuning,
+  evaluation, transfer. See `_assemble` for the arguments and errors."""
+  workdir = _start(config, workdir)
+  source = finetune_source(config.finetune) if source is None else source
+  return _assemble(config, workdir, source, grad_order, False, verify)
+
+
+def _start(config: ml_collections.ConfigDict, workdir):
+  """Checks `config`, makes `workdir` writable (returned) and joins the multi-process run if
+  `config.distributed`: what every program does before it reads any data."""
+  defaults.validate(config)
+  workdir = checkpoints.ensure_writable(workdir)
+  distributed.maybe_initialize_distributed(config.distributed)
+  return workdir
+
+
+def _assemble(config, workdir, source, grad_order: int, task_samplers: bool,
+              verify: bool) -> Run:
+  """The `Run` of `config` on `source`.
+
+  Args:
+    source: the dataset (a prebuilt one in tests, LODO and pretraining).
+    grad_order: how often the program differentiates the backbone's convolutions
+      (`construct.build_model`; `conv_grad_order` for meta-training, 0 for scoring).
+    task_samplers: build the task samplers and the meta-validator (meta-training programs).
+    verify: decode every image file of the source first, when `config.data.verify_images`
+      (programs that train on it; `data.base.verify_source`).
+
+  Raises:
+    configlib.ConfigError: the config is invalid (names the key).
+    checkpoints.WorkdirError: the workdir cannot be written.
+    registry.DatasetError: the dataset's label table does not read.
+    base.UnreadableImagesError: `verify` found image files that do not decode.
+  """
+  if verify and config.data.verify_images:
+    base.verify_source(source)
+  model = construct.build_model(config.model, grad_order=grad_order)
+  apply_fn = models.make_apply_fn(model)
+  train_sampler, val_sampler = make_samplers(config, source) if task_samplers else (None, None)
+  return Run(config=config, workdir=workdir, model=model, apply_fn=apply_fn,
+             inputs=preprocess.InputSpec.from_config(config.data), source=source,
+             train_sampler=train_sampler, val_sampler=val_sampler,
+             validate=make_validator(config, apply_fn, val_sampler) if task_samplers else None)
 
 
 def meta_source(data_config: ml_collections.ConfigDict):
@@ -28,7 +128,7 @@ def meta_source(data_config: ml_collections.ConfigDict):
   for name, root in zip(data_config.sources, data_config.roots):
     kwargs = ({'max_side': data_config.synthetic_max_side,
                'workers': data_config.synthetic_workers} if name == 'synthetic' else {})
-    built.append(common.open_source(name, root, 'config.data.sources', **kwargs))
+    built.append(registry.open_source(name, root, 'config.data.sources', **kwargs))
   return built[0] if len(built) == 1 else views.Concat(built)
 
 
@@ -81,7 +181,7 @@ def make_samplers(config, source):
                              val_fraction=0.0, seed=config.seed)[0]
   shared = dict(types=types, support_size=config.meta.support_size,
                 query_size=config.meta.query_size, tasks_per_batch=config.meta.tasks_per_batch,
-                inputs=common.input_spec(config.data))
+                inputs=preprocess.InputSpec.from_config(config.data))
   train = tasks.TaskSampler(views.Subset(source, split['train']), seed=config.seed, train=True,
                             **shared)
   val = tasks.TaskSampler(views.Subset(source, split['test']), seed=(config.seed, 1),
@@ -111,7 +211,7 @@ def finetune_source(ft_config: ml_collections.ConfigDict):
     raise configlib.ConfigError("config.finetune.source 'csv' needs config.finetune.csv_path (the "
                                 'label table; config.finetune.root is the image folder)')
   kwargs = {'csv_path': ft_config.csv_path} if ft_config.csv_path else {}
-  return common.open_source(ft_config.source, ft_config.root, 'config.finetune.source', **kwargs)
+  return registry.open_source(ft_config.source, ft_config.root, 'config.finetune.source', **kwargs)
 
 
 def stated_splits(ft_config, source, path: str) -> Optional[list]:
@@ -168,6 +268,5 @@ def load_or_make_splits(ft_config, source, workdir, seed: int) -> list:
     chosen = splits.make_splits(source.metadata(), ft_config.n_splits,
                                 test_fraction=ft_config.test_fraction,
                                 val_fraction=ft_config.val_fraction, seed=seed)
-  if jax.process_index() == 0:
-    splits.save_splits(path, chosen)
+  reporting.write_splits(path, chosen)
   return chosen

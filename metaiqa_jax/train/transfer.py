@@ -36,19 +36,17 @@ same workdir resumes every part.
 """
 
 import copy
+import dataclasses
 import os
 import time
 
 import ml_collections
 import numpy as np
 
-from metaiqa_jax import checkpoints, configlib, metrics, models
+from metaiqa_jax import configlib, metrics, models
 from metaiqa_jax.baselines import probe, sharpness
-from metaiqa_jax.data import base
-from metaiqa_jax.models import construct
 from metaiqa_jax.weights import imagenet
-from metaiqa_jax.train import (common, defaults, finetuning, frozen_trunk, pretraining,
-                               reporting, setup)
+from metaiqa_jax.train import finetuning, frozen_trunk, pretraining, reporting, setup
 
 INITS = ('scratch', 'imagenet', 'multitask', 'meta', 'imagenet+multitask', 'imagenet+meta')
 BASELINES = ('probe', 'sharpness')
@@ -151,32 +149,28 @@ def transfer(config: ml_collections.ConfigDict, workdir: str, *, source=None) ->
     workdir: where everything goes (see the module docstring).
     source: optional prebuilt fine-tuning dataset (tests); default `setup.finetune_source`.
   """
-  defaults.validate(config)
-  check_inits(config)
   started = time.time()
-  workdir = os.fspath(checkpoints.ensure_writable(workdir))
-  source = setup.finetune_source(config.finetune) if source is None else source
-  if config.data.verify_images:
-    base.verify_source(source)
+  check_inits(config)
+  run = setup.finetune_run(config, workdir, source=source, verify=True)
+  workdir, source = os.fspath(run.workdir), run.source
   runs = pretrained_runs(config, workdir)
-  model = construct.build_model(config.model)
-  apply_fn = models.make_apply_fn(model)
-  features = frozen_trunk.FeatureCache(model, source, common.input_spec(config.data),
+  features = frozen_trunk.FeatureCache(run.model, source, run.inputs,
                                        batch_size=config.finetune.eval_batch_size)
   all_splits = setup.load_or_make_splits(config.finetune, source, workdir, config.seed)
   rows, finals = [], {}
   for init in config.transfer.inits:
     init_config = copy.deepcopy(config)
     init_config.model.init = row_init(init, runs)
+    init_run = dataclasses.replace(run, config=init_config)
     for k, split in enumerate(all_splits):
       result = finetuning.finetune_split(
-          init_config, source, split, k, os.path.join(workdir, 'finetune', init, f'split_{k}'),
-          model, apply_fn, desc=f'{init}: split {k + 1}/{len(all_splits)}', features=features)
+          init_run, split, k, os.path.join(workdir, 'finetune', init, f'split_{k}'),
+          desc=f'{init}: split {k + 1}/{len(all_splits)}', features=features)
       rows.append({'init': init, 'split': k, 'srocc': result['test']['srocc'],
                    'plcc': result['test']['plcc'], 'best_epoch': result['best_epoch']})
     final = whole_dataset_split(len(source), config.finetune.val_fraction, config.seed)
-    result = finetuning.finetune_split(init_config, source, final, len(all_splits),
-                                       os.path.join(workdir, 'final', init), model, apply_fn,
+    result = finetuning.finetune_split(init_run, final, len(all_splits),
+                                       os.path.join(workdir, 'final', init),
                                        desc=f'{init}: all images', features=features)
     finals[init] = {'dir': os.path.join(workdir, 'final', init), 'val': result['val'],
                     'best_epoch': result['best_epoch']}
@@ -192,7 +186,7 @@ def transfer(config: ml_collections.ConfigDict, workdir: str, *, source=None) ->
   wall = time.time() - started
   report = {'program': 'transfer', 'source': config.finetune.source, 'root': config.finetune.root,
             'images': len(source), 'results': rows, 'summary': summary, 'final': finals,
-            'pretrained': runs, 'wall_time_s': wall, 'machine': common.machine(),
+            'pretrained': runs, 'wall_time_s': wall, 'machine': reporting.machine(),
             'config': config.to_dict()}
   markdown = summary_markdown(report)
   reporting.write_outputs(workdir, report, markdown)

@@ -34,7 +34,7 @@ import sys, time
 sys.path.insert(0, {tests!r})
 import test_programs
 from metaiqa_jax.cli.programs import PREEMPTED_EXIT_STATUS
-from metaiqa_jax.train import common, finetune, meta_train
+from metaiqa_jax.train import finetune, loop, meta_train
 
 class Slow:
   def __init__(self, source):
@@ -51,7 +51,7 @@ config = test_programs.tiny_config()
 source = Slow(test_programs.tiny_source())
 try:
 {run}
-except common.Preempted as e:
+except loop.Preempted as e:
   print(e, file=sys.stderr)
   sys.exit(PREEMPTED_EXIT_STATUS)
 """

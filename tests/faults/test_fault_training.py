@@ -18,7 +18,7 @@ from metaiqa_jax import checkpoints
 from metaiqa_jax.data import CSVDataset
 from metaiqa_jax.data.base import UnreadableImagesError
 from metaiqa_jax.images import ImageReadError
-from metaiqa_jax.train import common, finetune, meta_train, reporting
+from metaiqa_jax.train import finetune, loop, meta_train, reporting
 import test_programs
 
 
@@ -74,7 +74,7 @@ def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(finished_
   _, before = checkpoints.restore_variables(os.path.join(workdir, 'checkpoints', '4'))
   config = four_step_config()
   config.num_steps = 6
-  with pytest.raises(common.NonFiniteLossError,
+  with pytest.raises(loop.NonFiniteLossError,
                      match=r'meta-step 5: query loss is nan; stopping\. The last good checkpoint '
                            r'is step 4 in '):
     meta_train.meta_train(config, workdir, source=NaNLabels(source))
@@ -104,7 +104,7 @@ def test_finetuning_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoin
   [epoch_end] = _committed_steps(split_dir)
   _, before = checkpoints.restore_variables(os.path.join(split_dir, 'checkpoints', str(epoch_end)))
   config.finetune.epochs = 2
-  with pytest.raises(common.NonFiniteLossError,
+  with pytest.raises(loop.NonFiniteLossError,
                      match=rf'fine-tuning split 0, step {epoch_end + 1}: loss is nan; stopping\. '
                            rf'The last good checkpoint is step {epoch_end} in '):
     finetune.finetune(config, str(tmp_path), source=NaNRecordLabels(source))
