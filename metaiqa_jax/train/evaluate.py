@@ -34,7 +34,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, source=None) ->
     run = dataclasses.replace(run, model=model, apply_fn=models.make_apply_fn(model),
                               inputs=checkpoints.stored_inputs(config.model.init) or run.inputs)
   else:
-    variables = run.initial_variables(jax.random.key(0))
+    variables = construct.initial_variables(run.model, config.model.init, jax.random.key(0),
+                                            config.data.image_size)
   predict = supervised.make_predict(run.apply_fn)
   source, workdir, inputs = run.source, run.workdir, run.inputs
   if config.finetune.split_file:

@@ -13,7 +13,7 @@ import optax
 
 from metaiqa_jax import checkpoints, meta, metrics, models, optim
 from metaiqa_jax.data import pipeline
-from metaiqa_jax.models import backbones
+from metaiqa_jax.models import backbones, construct
 from metaiqa_jax.train import evaluation, frozen_trunk, loop, reporting, setup, supervised
 
 
@@ -132,7 +132,8 @@ def finetune_split(run: setup.Run, split: dict, k: int, split_dir, *, desc: str 
     raise ValueError(f'fine-tuning split {k} has {len(split["train"])} training images, fewer '
                      f'than the {devices} devices a batch is split over')
   split_key = jax.random.fold_in(jax.random.key(config.seed), k)
-  variables = run.initial_variables(jax.random.fold_in(split_key, 0))
+  variables = construct.initial_variables(run.model, config.model.init,
+                                          jax.random.fold_in(split_key, 0), config.data.image_size)
   fixed = backbones.output_is_fixed(config.model.arch, config.model.freeze,
                                     config.model.head_input)
   if fixed and jax.process_count() == 1:
@@ -153,8 +154,8 @@ def finetune_split(run: setup.Run, split: dict, k: int, split_dir, *, desc: str 
     return train_step(state, x, mos, jax.random.fold_in(dropout_key, step))
 
   trained = loop.run_steps(
-      config, split_dir, model=run.model, state=meta.init_meta_state(variables, tx),
-      step_fn=one_step, validate=lambda state: feed.evaluate(state.variables, 'val')[0],
+      config, split_dir, model=run.model, inputs=run.inputs,
+      state=meta.init_meta_state(variables, tx), step_fn=one_step, validate=lambda state: feed.evaluate(state.variables, 'val')[0],
       name=f'fine-tuning split {k}, step', desc=desc or f'fine-tune split {k}',
       writer='finetune',
       schedule=loop.Schedule(num_steps=num_steps, log_every=steps_per_epoch,

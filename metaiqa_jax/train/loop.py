@@ -75,7 +75,8 @@ def sigterm_requests():
     signal.signal(signal.SIGTERM, previous)
 
 
-def run_steps(config: ml_collections.ConfigDict, workdir, *, model: models.MetaIQA, state: Any,
+def run_steps(config: ml_collections.ConfigDict, workdir, *, model: models.MetaIQA,
+              inputs: preprocess.InputSpec, state: Any,
               step_fn: Callable[[Any, int], tuple[Any, dict]],
               validate: Callable[[Any], dict], name: str, writer: str,
               loss_name: str = 'loss', schedule: Optional[Schedule] = None,
@@ -85,10 +86,10 @@ def run_steps(config: ml_collections.ConfigDict, workdir, *, model: models.MetaI
   Logs and the progress bar come from the process that writes (`reporting.writes_files`).
 
   Args:
-    config: the run's config: its `data` (the input settings) and the whole config are stored
-      with every checkpoint, its `seed` too.
+    config: the run's config, stored with every checkpoint, its `seed` too.
     workdir: the run's (writable) working directory.
     model: for the ModelConfig stored with every checkpoint.
+    inputs: how images are fed to the model (`config.data`'s), stored with every checkpoint.
     state: the initial train state (replaced by the restored one when resuming).
     step_fn: `(state, step) -> (state, metrics)`, metrics holding a scalar `loss`.
     validate: `state -> metrics` (with `srocc`, which ranks checkpoints).
@@ -111,7 +112,7 @@ def run_steps(config: ml_collections.ConfigDict, workdir, *, model: models.MetaI
   with contextlib.ExitStack() as stack:
     ckpt = stack.enter_context(checkpoints.Checkpointer(
         workdir, model_config=models.model_config(model),
-        inputs=preprocess.InputSpec.from_config(config.data),
+        inputs=inputs,
         written_by=reporting.provenance(writer, config), keep_latest=schedule.keep_latest,
         keep_best=schedule.keep_best, best_metric='val_srocc'))
     restored = ckpt.restore_latest(state)

@@ -14,6 +14,7 @@ import ml_collections
 
 from metaiqa_jax import meta, parallel
 from metaiqa_jax.data import pipeline
+from metaiqa_jax.models import construct
 from metaiqa_jax.train import loop, reporting, setup
 
 
@@ -35,8 +36,9 @@ def meta_train(config: ml_collections.ConfigDict, workdir: str, *,
                        grad_order=setup.conv_grad_order(config.meta), verify=True)
   lrs = setup.inner_lrs(config.meta)
   tx = run.outer_optimizer()
-  state = meta.init_meta_state(run.initial_variables(jax.random.key(config.seed)), tx,
-                               meta_sgd=config.meta.meta_sgd, inner_lr=lrs)
+  variables = construct.initial_variables(run.model, config.model.init,
+                                          jax.random.key(config.seed), config.data.image_size)
+  state = meta.init_meta_state(variables, tx, meta_sgd=config.meta.meta_sgd, inner_lr=lrs)
   step_fn = meta.make_meta_step(
       run.apply_fn, tx, inner_steps=config.meta.inner_steps, inner_lr=lrs,
       algorithm=config.meta.algorithm, task_map=config.meta.task_map or None,
@@ -51,9 +53,9 @@ def meta_train(config: ml_collections.ConfigDict, workdir: str, *,
   def one_step(state, step):
     return step_fn(state, batches.get(step), jax.random.fold_in(rng, step))
 
-  result = loop.run_steps(config, run.workdir, model=run.model, state=state, step_fn=one_step,
-                          validate=run.validate, name='meta-step', writer='meta_train',
-                          loss_name='query loss')
+  result = loop.run_steps(config, run.workdir, model=run.model, inputs=run.inputs, state=state,
+                          step_fn=one_step, validate=run.validate, name='meta-step',
+                          writer='meta_train', loss_name='query loss')
   report = {'program': 'meta_train', 'steps': config.num_steps,
             'final_val': result['final_val'], 'val_history': result['val_history'],
             'best_step': result['best_step'], 'train_types': list(run.train_sampler.types),

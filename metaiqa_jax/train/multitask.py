@@ -14,6 +14,7 @@ import numpy as np
 
 from metaiqa_jax import meta, parallel
 from metaiqa_jax.data import pipeline
+from metaiqa_jax.models import construct
 from metaiqa_jax.train import loop, reporting, setup, supervised
 
 
@@ -34,7 +35,8 @@ def multitask_train(config: ml_collections.ConfigDict, workdir: str, *, source=N
   """
   run = setup.meta_run(config, workdir, source=source)
   tx = run.outer_optimizer()
-  variables = run.initial_variables(jax.random.key(config.seed))
+  variables = construct.initial_variables(run.model, config.model.init,
+                                          jax.random.key(config.seed), config.data.image_size)
   train_step = supervised.make_train_step(run.apply_fn, tx)
   rng = jax.random.key(config.seed)
 
@@ -46,7 +48,7 @@ def multitask_train(config: ml_collections.ConfigDict, workdir: str, *, source=N
     x, y = batches.get(step)
     return train_step(state, x, y, jax.random.fold_in(rng, step))
 
-  result = loop.run_steps(config, run.workdir, model=run.model,
+  result = loop.run_steps(config, run.workdir, model=run.model, inputs=run.inputs,
                           state=meta.init_meta_state(variables, tx), step_fn=one_step,
                           validate=run.validate, name='multitask step', writer='multitask_train')
   report = {'program': 'multitask_train', 'steps': config.num_steps,

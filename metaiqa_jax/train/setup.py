@@ -11,7 +11,6 @@ import dataclasses
 import os
 from typing import Any, Callable, Optional
 
-import jax
 import ml_collections
 import numpy as np
 import optax
@@ -48,56 +47,55 @@ class Run:
   val_sampler: Optional[tasks.TaskSampler] = None
   validate: Optional[Callable[[Any], dict]] = None
 
-  def initial_variables(self, rng: jax.Array) -> dict:
-    """The variables training starts from (`config.model.init`; `construct.initial_variables`)."""
-    return construct.initial_variables(self.model, self.config.model.init, rng,
-                                       self.config.data.image_size)
-
   def outer_optimizer(self) -> optax.GradientTransformation:
     """The optimiser of pretraining's outer steps (`config.optim`: both learning rates and
     their schedule)."""
     optim_config = self.config.optim
+    schedule = outer_schedule(optim_config)
     return optim.make_optimizer(lr=optim_config.lr, head_lr=optim_config.head_lr,
-                                schedule=outer_schedule(optim_config))
+                                schedule=schedule)
 
 
 def meta_run(config: ml_collections.ConfigDict, workdir, *, source=None, grad_order: int = 1,
              task_samplers: bool = True, verify: bool = False) -> Run:
   """The `Run` of a program on the meta-training data (`meta_source`): meta-training, the
-  multitask baseline, LODO. See `_assemble` for the arguments and errors; `task_samplers=False`
-  leaves out the samplers and the meta-validator."""
-  workdir = _start(config, workdir)
+  multitask baseline, LODO; with its task samplers and meta-validator unless
+  `task_samplers=False`. See `_assemble` for the other arguments and the errors."""
+  _start(config)
+  workdir = checkpoints.ensure_writable(workdir)
   source = meta_source(config.data) if source is None else source
-  return _assemble(config, workdir, source, grad_order, task_samplers, verify)
+  run = _assemble(config, workdir, source, grad_order, verify)
+  if not task_samplers:
+    return run
+  train_sampler, val_sampler = make_samplers(config, run.source, run.inputs)
+  return dataclasses.replace(run, train_sampler=train_sampler, val_sampler=val_sampler,
+                             validate=make_validator(config, run.apply_fn, val_sampler))
 
 
 def finetune_run(config: ml_collections.ConfigDict, workdir, *, source=None,
                  grad_order: int = 1, verify: bool = False) -> Run:
   """The `Run` of a program on the fine-tuning dataset (`finetune_source`): fine-tuning,
-  evaluation, transfer. See `_assemble` for the arguments and errors."""
-  workdir = _start(config, workdir)
-  source = finetune_source(config.finetune) if source is None else source
-  return _assemble(config, workdir, source, grad_order, False, verify)
-
-
-def _start(config: ml_collections.ConfigDict, workdir):
-  """Checks `config`, makes `workdir` writable (returned) and joins the multi-process run if
-  `config.distributed`: what every program does before it reads any data."""
-  defaults.validate(config)
+  evaluation, transfer. See `_assemble` for the arguments and the errors."""
+  _start(config)
   workdir = checkpoints.ensure_writable(workdir)
+  source = finetune_source(config.finetune) if source is None else source
+  return _assemble(config, workdir, source, grad_order, verify)
+
+
+def _start(config: ml_collections.ConfigDict) -> None:
+  """Checks `config` and joins the multi-process run if `config.distributed`: what every
+  program does before it writes or reads anything (the workdir is made writable next)."""
+  defaults.validate(config)
   distributed.maybe_initialize_distributed(config.distributed)
-  return workdir
 
 
-def _assemble(config, workdir, source, grad_order: int, task_samplers: bool,
-              verify: bool) -> Run:
-  """The `Run` of `config` on `source`.
+def _assemble(config, workdir, source, grad_order: int, verify: bool) -> Run:
+  """The `Run` of `config` on `source`, in `workdir` (writable), without task samplers.
 
   Args:
     source: the dataset (a prebuilt one in tests, LODO and pretraining).
     grad_order: how often the program differentiates the backbone's convolutions
       (`construct.build_model`; `conv_grad_order` for meta-training, 0 for scoring).
-    task_samplers: build the task samplers and the meta-validator (meta-training programs).
     verify: decode every image file of the source first, when `config.data.verify_images`
       (programs that train on it; `data.base.verify_source`).
 
@@ -110,12 +108,9 @@ def _assemble(config, workdir, source, grad_order: int, task_samplers: bool,
   if verify and config.data.verify_images:
     base.verify_source(source)
   model = construct.build_model(config.model, grad_order=grad_order)
-  apply_fn = models.make_apply_fn(model)
-  train_sampler, val_sampler = make_samplers(config, source) if task_samplers else (None, None)
-  return Run(config=config, workdir=workdir, model=model, apply_fn=apply_fn,
-             inputs=preprocess.InputSpec.from_config(config.data), source=source,
-             train_sampler=train_sampler, val_sampler=val_sampler,
-             validate=make_validator(config, apply_fn, val_sampler) if task_samplers else None)
+  return Run(config=config, workdir=workdir, model=model,
+             apply_fn=models.make_apply_fn(model),
+             inputs=preprocess.InputSpec.from_config(config.data), source=source)
 
 
 def meta_source(data_config: ml_collections.ConfigDict):
@@ -173,15 +168,16 @@ def outer_schedule(optim_config) -> Optional[optax.Schedule]:
   return None if optim_config.schedule == 'constant' else decay
 
 
-def make_samplers(config, source):
-  """Training and validation `TaskSampler`s, disjoint by reference content."""
+def make_samplers(config, source, inputs: preprocess.InputSpec):
+  """Training and validation `TaskSampler`s, disjoint by reference content, feeding images as
+  `inputs` describes."""
   metadata = source.metadata()
   types = task_types(metadata, config.data.held_out_types)
   split = splits.make_splits(metadata, 1, test_fraction=config.data.val_fraction,
                              val_fraction=0.0, seed=config.seed)[0]
   shared = dict(types=types, support_size=config.meta.support_size,
                 query_size=config.meta.query_size, tasks_per_batch=config.meta.tasks_per_batch,
-                inputs=preprocess.InputSpec.from_config(config.data))
+                inputs=inputs)
   train = tasks.TaskSampler(views.Subset(source, split['train']), seed=config.seed, train=True,
                             **shared)
   val = tasks.TaskSampler(views.Subset(source, split['test']), seed=(config.seed, 1),
