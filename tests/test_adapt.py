@@ -99,9 +99,11 @@ def test_frozen_backbone_adapts_the_head_on_features(tiny, frozen):
   assert features.shape[:2] == (len(images), 4)
   # Features are the backbone's on each view, as the full model's eval pass sees them.
   views = np.concatenate([inputs.eval(image) for image in images[:2]])
-  direct = model.apply(variables, views, method=lambda m, x: m.backbone(x, False))
+  direct = jax.jit(lambda v, x: model.apply(v, x, method=lambda m, x: m.backbone(x, False)))(
+      variables, views)  # jit: Lite0 op by op takes many times longer
   np.testing.assert_allclose(features[:2].reshape(8, -1), direct, rtol=1e-5, atol=1e-5)
-  full = model.apply(variables, views, train=False).reshape(2, 4).mean(axis=1)
+  full = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, views)
+  full = full.reshape(2, 4).mean(axis=1)
   np.testing.assert_allclose(adaptation.head_scores(model, variables, features[:2]), full,
                              atol=1e-6)
 

@@ -96,7 +96,7 @@ def test_freeze_stops_gradients_and_batch_statistics():
     pred, state = apply_fn(variables | {'params': params}, x, True)
     return jnp.mean(pred), state
 
-  grads, state = jax.grad(loss, has_aux=True)(variables['params'])
+  grads, state = jax.jit(jax.grad(loss, has_aux=True))(variables['params'])  # jit: 5x faster
   for name in ('conv_stem', 'bn0', 'blocks_0', 'blocks_13'):
     assert all(float(jnp.abs(g).max()) == 0 for g in jax.tree.leaves(grads['backbone'][name]))
   for name in ('bn0', 'blocks_0', 'blocks_13'):
@@ -119,14 +119,15 @@ def test_whole_backbone_frozen_trains_as_its_head_on_fixed_features():
                        dropout_rate=0.0, freeze=freeze)
   variables = init_variables(model, jax.random.key(0), 48)
   x = jax.random.normal(jax.random.key(1), (4, 48, 48, 3))
-  features = model.apply(variables, x, method=lambda m, x: m.backbone(x, False))
+  features = jax.jit(lambda v, x: model.apply(v, x, method=lambda m, x: m.backbone(x, False)))(
+      variables, x)
   mos = jnp.linspace(0.2, 0.8, 4)
 
   def loss(apply_fn, inputs):
     def fn(params):
       pred, state = apply_fn(variables | {'params': params}, inputs, True)
       return jnp.mean((pred - mos) ** 2), state
-    return jax.value_and_grad(fn, has_aux=True)(variables['params'])
+    return jax.jit(jax.value_and_grad(fn, has_aux=True))(variables['params'])
 
   (full, full_state), full_grads = loss(make_apply_fn(model), x)
   (head, head_state), head_grads = loss(make_apply_fn(model, on_features=True), features)
