@@ -99,7 +99,7 @@ def _assemble(config, workdir, source, grad_order: int, verify: bool) -> Run:
     verify: decode every image file of the source first, when `config.data.verify_images`
       (programs that train on it; `data.base.verify_source`).
 
-  Raises:
+  Raises (with `meta_run` and `finetune_run`, which check the config and the workdir first):
     configlib.ConfigError: the config is invalid (names the key).
     checkpoints.WorkdirError: the workdir cannot be written.
     registry.DatasetError: the dataset's label table does not read.
