@@ -1,5 +1,8 @@
-"""Fast paths equal the plain ones: `Conv(impl='matmul'|'auto')` (im2col + matmul) vs XLA's
-convolution, and the slice max-pool vs `nn.max_pool`.
+"""Fast paths equal the plain ones: `Conv(impl='matmul'|'auto')` (im2col + matmul; shifted
+multiply-adds for depthwise convolutions) vs XLA's convolution, and the slice max-pool vs
+`nn.max_pool`. (The scorer's fast paths, EfficientNet-Lite with its BatchNorms folded into the
+convolutions and small device calls, are pinned by tests/test_quality_model.py: the shipped
+model scores what its build recorded with the plain model.)
 
 References: a direct numpy convolution (loops over output pixels) for the forward pass,
 `lax.conv_general_dilated`'s own first and second derivatives for the gradients, and Flax's
@@ -13,7 +16,8 @@ import numpy as np
 import pytest
 
 from metaiqa_jax.models import create_model, init_variables, make_apply_fn
-from metaiqa_jax.models.layers import CONV_IMPLS, Conv, choose_conv_impl, default_conv_impl
+from metaiqa_jax.models.layers import (CONV_IMPLS, Conv, choose_conv_impl, conv_padding,
+                                       default_conv_impl)
 from metaiqa_jax.models.resnet import max_pool_3x3_s2
 
 # (in_hw, in_ch, features, kernel, stride, padding): every kind of conv in ResNet-18/50, at odd
@@ -71,6 +75,47 @@ def test_first_and_second_derivatives_equal_xla(shape):
     hvp = jax.jvp(grad, (params, x), tangent)[1]
     results[impl] = (grad(params, x), hvp)
   jax.tree.map(lambda a, b: _assert_close(a, b, 1e-5), results['matmul'], results['xla'])
+
+
+# (in_hw, channels, kernel, stride): EfficientNet-Lite's depthwise kinds, TensorFlow-SAME padded,
+# at sizes where the padding is odd.
+DEPTHWISE = [(7, 4, 3, 1), (7, 4, 3, 2), (8, 3, 5, 2)]
+
+
+def _numpy_depthwise(x, kernel, stride):
+  """Direct NHWC depthwise convolution (kernel `(k, k, 1, C)`), TensorFlow-SAME, float64."""
+  k = kernel.shape[0]
+  pads = [conv_padding(x.shape[axis], k, stride, 'same') for axis in (1, 2)]
+  x = np.pad(x.astype(np.float64), ((0, 0), pads[0], pads[1], (0, 0)))
+  out_h, out_w = (x.shape[1] - k) // stride + 1, (x.shape[2] - k) // stride + 1
+  out = np.zeros((x.shape[0], out_h, out_w, x.shape[-1]))
+  for i in range(out_h):
+    for j in range(out_w):
+      window = x[:, i * stride:i * stride + k, j * stride:j * stride + k, :]
+      out[:, i, j] = np.einsum('nhwc,hwc->nc', window, kernel[:, :, 0, :])
+  return out
+
+
+@pytest.mark.parametrize('hw,channels,kernel,stride', DEPTHWISE)
+def test_depthwise_multiply_adds_equal_direct_convolution_and_xla_gradients(hw, channels, kernel,
+                                                                            stride):
+  """The shifted multiply-adds every depthwise convolution runs as ('matmul'; 'auto' picks them)
+  against a direct convolution, and their gradients against XLA's grouped convolution's."""
+  x = jax.random.normal(jax.random.key(0), (2, hw, hw, channels), jnp.float32)
+  params = {'params': {'kernel': jax.random.normal(jax.random.key(1),
+                                                   (kernel, kernel, 1, channels))}}
+
+  def output_and_grads(impl):
+    conv = Conv(channels, kernel, stride, 'same', impl=impl, groups=channels)
+    loss = lambda params, x: jnp.sum(jnp.tanh(conv.apply(params, x)) ** 2)
+    return jax.jit(lambda params, x: (conv.apply(params, x),
+                                      jax.grad(loss, argnums=(0, 1))(params, x)))(params, x)
+
+  results = {impl: output_and_grads(impl) for impl in ('xla', 'matmul')}
+  expected = _numpy_depthwise(np.asarray(x), np.asarray(params['params']['kernel']), stride)
+  for impl in results:
+    np.testing.assert_allclose(results[impl][0], expected, rtol=1e-5, atol=1e-5)
+  jax.tree.map(lambda a, b: _assert_close(a, b, 1e-5), results['matmul'][1], results['xla'][1])
 
 
 def test_whole_model_equal_in_eval_and_train_mode():

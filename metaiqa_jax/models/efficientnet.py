@@ -20,6 +20,11 @@ the top-1 class of 6 of the 24 photos. The model takes the project's ImageNet-no
 (`metaiqa_jax.preprocess`) and converts them to its own convention in its first operation (an
 exact per-channel affine map), so every pipeline feeds it as it feeds a ResNet.
 
+For scoring, `folded=True` builds the same network with every BatchNorm folded into the
+convolution before it (`fold_batchnorm` makes its variables): evaluation-mode BatchNorm is a
+per-channel affine map `y * m + c`, so the convolution's kernel times `m` (per output channel)
+plus the shift `c` computes the same with a subtraction and a multiplication fewer per activation.
+
 Submodule names follow the files' keys with the leading underscore dropped and `.` as `_`
 (`_blocks.3._depthwise_conv` -> `blocks_3/depthwise_conv`), so loading is a rename plus a
 transpose.
@@ -41,6 +46,7 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from metaiqa_jax.models.layers import BatchNorm, Conv, Dtype
 from metaiqa_jax.preprocess import IMAGENET_MEAN, IMAGENET_STD
@@ -104,6 +110,28 @@ def _mean_and_std(x):
   return jnp.concatenate([mean, jnp.sqrt(var + 1e-6)], axis=-1)
 
 
+class Shift(nn.Module):
+  """What a BatchNorm folded into the convolution before it leaves (`fold_batchnorm`): `x + bias`
+  per channel, computed in float32, returned in `dtype`. Params `bias` (C,)."""
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    del train  # Inference only.
+    bias = self.param('bias', nn.initializers.zeros, (x.shape[-1],), jnp.float32)
+    return (x.astype(jnp.float32) + bias).astype(self.dtype)
+
+
+def _conv_bn(module, features, kernel, stride, conv_name, bn_name, groups=1):
+  """`x, train -> BatchNorm(Conv(x))` of `module`'s settings (a `Shift` for the BatchNorm when
+  `module.folded`)."""
+  conv = Conv(features, kernel, stride, 'same', module.dtype, module.conv_impl,
+              module.grad_order, groups, name=conv_name)
+  norm = (Shift(module.dtype, name=bn_name) if module.folded else
+          BatchNorm(epsilon=BN_EPSILON, dtype=module.dtype, name=bn_name))
+  return lambda x, train: norm(conv(x), train)
+
+
 class MBConv(nn.Module):
   """Inverted-residual block without squeeze-excite: `(batch, H, W, C)` ->
   `(batch, H / stride, W / stride, features)`."""
@@ -114,23 +142,48 @@ class MBConv(nn.Module):
   dtype: Dtype = jnp.float32
   conv_impl: str | None = None
   grad_order: int = 1
+  folded: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool):
-    def conv(features, kernel, stride, name, groups=1):
-      return Conv(features, kernel, stride, 'same', self.dtype, self.conv_impl,
-                  self.grad_order, groups, name=name)
-
-    def bn(name):
-      return BatchNorm(epsilon=BN_EPSILON, dtype=self.dtype, name=name)
-
     y = x
     mid = x.shape[-1] * self.expand
     if self.expand != 1:
-      y = nn.relu6(bn('bn0')(conv(mid, 1, 1, 'expand_conv')(y), train))
-    y = nn.relu6(bn('bn1')(conv(mid, self.kernel, self.stride, 'depthwise_conv', mid)(y), train))
-    y = bn('bn2')(conv(self.features, 1, 1, 'project_conv')(y), train)
+      y = nn.relu6(_conv_bn(self, mid, 1, 1, 'expand_conv', 'bn0')(y, train))
+    y = nn.relu6(_conv_bn(self, mid, self.kernel, self.stride, 'depthwise_conv', 'bn1', mid)(
+        y, train))
+    y = _conv_bn(self, self.features, 1, 1, 'project_conv', 'bn2')(y, train)
     return x + y if self.stride == 1 and x.shape[-1] == self.features else y
+
+
+# (convolution, the BatchNorm after it) of the top level and of every block.
+_TOP_PAIRS = (('conv_stem', 'bn0'), ('conv_head', 'bn1'))
+_BLOCK_PAIRS = (('expand_conv', 'bn0'), ('depthwise_conv', 'bn1'), ('project_conv', 'bn2'))
+
+
+def fold_batchnorm(variables):
+  """`{'params', 'batch_stats'}` of an `EfficientNetLite` -> `{'params'}` of the same network
+  built with `folded=True`: each convolution's kernel `(k, k, C_in / groups, C)` times
+  `m = scale / sqrt(var + eps)` of its BatchNorm (per output channel), the BatchNorm replaced by
+  its shift `bias - mean * m`; `fc` as it is. Equal outputs up to float32 rounding. Computed
+  on the host in numpy, float32 (eager JAX would compile each of its ~200 small operations)."""
+  def fold(params, stats, pairs):
+    folded = dict(params)
+    for conv, bn in pairs:
+      if conv in params:
+        scale, bias, mean, var = (np.asarray(v, np.float32) for v in (
+            params[bn]['scale'], params[bn]['bias'], stats[bn]['mean'], stats[bn]['var']))
+        m = scale / np.sqrt(var + np.float32(BN_EPSILON))
+        folded[conv] = {'kernel': np.asarray(params[conv]['kernel'], np.float32) * m}
+        folded[bn] = {'bias': bias - mean * m}
+    return folded
+
+  params, stats = variables['params'], variables['batch_stats']
+  folded = fold(params, stats, _TOP_PAIRS)
+  for name in params:
+    if name.startswith('blocks_'):
+      folded[name] = fold(params[name], stats[name], _BLOCK_PAIRS)
+  return {'params': folded}
 
 
 class EfficientNetLite(nn.Module):
@@ -148,6 +201,8 @@ class EfficientNetLite(nn.Module):
       training step differentiates only the blocks above (and costs accordingly). One more
       than the blocks (`block_count + 1`) freezes the whole backbone, its 1x1 head
       convolution too: the output is then a fixed function of the image.
+    folded: every BatchNorm folded into its convolution (module docstring): evaluation only,
+      with the variables `fold_batchnorm` makes.
   """
   variant: str = 'efficientnet_lite0'
   num_classes: int = 1000
@@ -156,11 +211,15 @@ class EfficientNetLite(nn.Module):
   conv_impl: str | None = None
   grad_order: int = 1
   freeze: int = 0
+  folded: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool):
     if self.output not in OUTPUTS:
       raise ValueError(f'output must be one of {OUTPUTS}; got {self.output!r}')
+    if self.folded and train:
+      raise ValueError('a folded EfficientNetLite (BatchNorm folded into the convolutions) '
+                       'runs in evaluation mode only')
     blocks = block_count(self.variant)
     if not 0 <= self.freeze <= blocks + 1:
       raise ValueError(f'freeze must be in 0..{blocks + 1} ({blocks}: every block of '
@@ -173,24 +232,20 @@ class EfficientNetLite(nn.Module):
       return jax.lax.stop_gradient(y) if index < self.freeze else y
 
     x = from_imagenet_normalised(x).astype(self.dtype)
-    x = Conv(STEM_CHANNELS, 3, 2, 'same', self.dtype, self.conv_impl, self.grad_order,
-             name='conv_stem')(x)
-    x = BatchNorm(epsilon=BN_EPSILON, dtype=self.dtype, name='bn0')(x, train and not self.freeze)
+    x = _conv_bn(self, STEM_CHANNELS, 3, 2, 'conv_stem', 'bn0')(x, train and not self.freeze)
     x = frozen(-1, nn.relu6(x))
     stats, index = [], 0
     for stage, (kernel, stride, expand, repeats, features) in enumerate(
         stage_table(self.variant), start=1):
       for i in range(repeats):
         x = MBConv(features, kernel, stride if i == 0 else 1, expand, self.dtype,
-                   self.conv_impl, self.grad_order, name=f'blocks_{index}')(
+                   self.conv_impl, self.grad_order, self.folded, name=f'blocks_{index}')(
                        x, train and index >= self.freeze)
         x = frozen(index, x)
         index += 1
       if self.output == 'stats' and stage in STAT_STAGES:
         stats.append(_mean_and_std(x))
-    x = Conv(HEAD_CHANNELS, 1, 1, 'same', self.dtype, self.conv_impl, self.grad_order,
-             name='conv_head')(x)
-    x = BatchNorm(epsilon=BN_EPSILON, dtype=self.dtype, name='bn1')(x, train and index >= self.freeze)
+    x = _conv_bn(self, HEAD_CHANNELS, 1, 1, 'conv_head', 'bn1')(x, train and index >= self.freeze)
     pooled = jnp.mean(frozen(index, nn.relu6(x)).astype(jnp.float32), axis=(1, 2))
     if self.output == 'logits':
       return nn.Dense(self.num_classes, dtype=jnp.float32, name='fc')(pooled)

@@ -86,7 +86,11 @@ def choose_conv_impl(kernel: int, stride: int, output_pixels: int, grad_order: i
   Depthwise convolutions (groups > 1) are always shifted multiply-adds (the 'matmul' form of a
   depthwise kernel), and 1x1 convolutions plain matrix products: XLA's CPU grouped convolution
   ran EfficientNet-Lite0 at 5 images/s forward (224 px, batch 32), with only the depthwise ones
-  as multiply-adds at 57, with every convolution in the matmul form at 98.
+  as multiply-adds at 57, with every convolution in the matmul form at 98. An im2col
+  contraction of a depthwise kernel (the k x k slices stacked, one einsum with the taps) was
+  7-50x slower than the multiply-adds forward and 1.6-2.6x slower forward + backward on Lite0's
+  56 and 112 px maps (batch 16, one-off timings); `bench/convs.py --arch efficientnet_lite0`
+  times all three forms at every layer (BENCHMARKS.md, section 9).
   """
   if grad_order >= 2 or groups > 1 or kernel == 1:
     return 'matmul'
