@@ -7,9 +7,10 @@ statistics (`head_input = 'stats'`) and the whole backbone frozen (`freeze = 17`
 and its head convolution): on the LIVE Challenge dev half, training blocks 11-15 as well gave
 no better test SROCC than the head alone at five times the step cost (sweep in
 configs/transfer_livec.py), so only the head learns, on the synthetic bank and on people's
-ratings alike, and fine-tuning computes the backbone's features once (`train.frozen_trunk`). Meta-training is therefore ANIL (the inner
-loop adapts the head, second order through it) with BatchNorm statistics shared by the
-meta-batch (tasks hold one distortion type each; per-task statistics would normalise the type
+ratings alike, and fine-tuning computes the backbone's features once (`train.frozen_trunk`).
+Meta-training is therefore ANIL (the inner loop adapts the head, second order through it, and
+each meta-step runs the backbone once over its meta-batch: `train.meta_train.make_step`) with
+BatchNorm statistics shared by the meta-batch (tasks hold one distortion type each; per-task statistics would normalise the type
 away). Inputs are 224 px crops of the bank's 512 px images at their native scale (no resize),
 scored as the mean of a 3 x 3 grid of crops.
 

@@ -291,6 +291,16 @@ def _pooled_images(tasks) -> jax.Array:
                           for part in ('support', 'query')])
 
 
+def _task_features(features_fn, variables, tasks):
+  """`tasks` with every image replaced by `features_fn(variables, images) -> (N, D)`, run once
+  over the pooled meta-batch (`_pooled_images`): `(tasks, S, D)` support, `(tasks, Q, D)` query."""
+  (xs, ys), (xq, yq) = tasks['support'], tasks['query']
+  features = features_fn(variables, _pooled_images(tasks))
+  support = xs.shape[0] * xs.shape[1]
+  return {'support': (features[:support].reshape(xs.shape[:2] + features.shape[1:]), ys),
+          'query': (features[support:].reshape(xq.shape[:2] + features.shape[1:]), yq)}
+
+
 def _batch_statistics(apply_fn, variables, images, rng):
   """BatchNorm statistics of `images` in the model's own running-statistics format, and the
   running statistics a training-mode pass over them would leave.
@@ -520,7 +530,8 @@ def make_meta_step(apply_fn: ApplyFn, tx: optax.GradientTransformation, *, inner
                    inner_lr: Any = None, algorithm: str = 'maml', task_map: str | None = None,
                    adapt: AdaptSpec = 'all', loss_fn: LossFn = mse, remat: bool = False,
                    inner_optimizer: str = 'sgd', mesh: jax.sharding.Mesh | None = None,
-                   donate: bool = True, batch_norm: str = 'task') -> Callable:
+                   donate: bool = True, batch_norm: str = 'task',
+                   features_fn: Callable | None = None) -> Callable:
   """One compiled meta-update, the task axis sharded over the devices of `mesh`.
 
   Args:
@@ -533,6 +544,12 @@ def make_meta_step(apply_fn: ApplyFn, tx: optax.GradientTransformation, *, inner
     mesh: 1-D mesh (`parallel.make_mesh()`, all devices, when None). Each device runs
       tasks / devices tasks; gradients, losses and running statistics are averaged over devices.
     donate: donate the input state's buffers to the output state.
+    features_fn: None, or `(variables, images (N, S, S, 3)) -> (N, D)`, a backbone whose output
+      is a fixed function of the image (`models.backbones.output_is_fixed`; e.g.
+      `models.metaiqa.jitted_backbone`): each device then runs it once over its tasks' support
+      and query images, and `apply_fn` (`make_apply_fn(model, on_features=True)`) adapts and
+      differentiates the head on those features. The same step as on the images, without
+      the backbone passes the inner loop, the query passes and the shared statistics repeat.
 
   Returns:
     `step(state, tasks, rng) -> (state, metrics)`. `tasks` as in `meta_grad` with a task count
@@ -552,8 +569,11 @@ def make_meta_step(apply_fn: ApplyFn, tx: optax.GradientTransformation, *, inner
   def device_mean(replicated, per_task):
     params, batch_stats, lr = replicated
     learn = lr is not None
-    return _meta_grad_keys(apply_fn, {'params': params, 'batch_stats': batch_stats},
-                           per_task['tasks'], per_task['keys'], lr if learn else inner_lr,
+    variables = {'params': params, 'batch_stats': batch_stats}
+    tasks = per_task['tasks']
+    if features_fn is not None:  # Outside the differentiated functions: a fixed input.
+      tasks = _task_features(features_fn, variables, tasks)
+    return _meta_grad_keys(apply_fn, variables, tasks, per_task['keys'], lr if learn else inner_lr,
                            loop=loop, algorithm=algorithm, task_map=task_map,
                            learn_inner_lr=learn)
 

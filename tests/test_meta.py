@@ -16,6 +16,7 @@ from jax.flatten_util import ravel_pytree
 
 from metaiqa_jax import meta, optim
 from metaiqa_jax.models import create_model, init_variables, make_apply_fn
+from metaiqa_jax.models.metaiqa import jitted_backbone
 
 
 # ---------------------------------------------------------------- tiny models (pure functions)
@@ -427,3 +428,33 @@ def test_resnet_meta_step_loss_decreases():
     losses.append(float(metrics['loss']))
   print('tiny ResNet meta-step query losses:', np.round(losses, 4))
   assert all(np.isfinite(losses)) and losses[-1] < 0.7 * losses[0]
+
+
+def test_features_once_step_equals_the_step_on_images():
+  """A backbone frozen whole (EfficientNet-Lite0, `freeze` = its blocks + 1, as the transfer
+  recipe trains it): the step that runs it once over the meta-batch and adapts the head on its
+  features (`features_fn`) gives the loss, gradient norm, parameters and running statistics of
+  the step on the images (ANIL, second order, shared BatchNorm statistics, 2 tasks x (2 + 2))."""
+  model = create_model('efficientnet_lite0', head_features=(8,), head_input='stats', freeze=17)
+  variables = init_variables(model, jax.random.key(0), 32)
+  tasks = {part: (jax.random.uniform(jax.random.key(i), (2, 2, 32, 32, 3), minval=-2, maxval=2),
+                  jnp.asarray([[0.2, 0.9], [0.5, 0.1]]) + i / 10)
+           for i, part in enumerate(('support', 'query'))}
+  tx = optax.sgd(1.0)  # The update is the meta-gradient (Adam's would magnify its rounding).
+  settings = dict(inner_steps=1, inner_lr=0.01, adapt='head', batch_norm='shared', donate=False)
+  on_images = meta.make_meta_step(make_apply_fn(model), tx, **settings)
+  on_features = meta.make_meta_step(make_apply_fn(model, on_features=True), tx,
+                                    features_fn=jitted_backbone(model), **settings)
+  state = meta.init_meta_state(variables, tx)
+  (ours, ours_metrics), (reference, metrics) = (
+      step(state, tasks, jax.random.key(1)) for step in (on_features, on_images))
+  for name in metrics:
+    np.testing.assert_allclose(ours_metrics[name], metrics[name], rtol=1e-4)
+  assert jax.tree.structure(ours) == jax.tree.structure(reference)
+  gradients = [ravel_pytree(jax.tree.map(jnp.subtract, variables['params'], s.params))[0]
+               for s in (ours, reference)]
+  assert np.abs(gradients[1]).max() > 1e-3  # The head learns; the backbone gets zeros.
+  np.testing.assert_allclose(gradients[0], gradients[1], rtol=1e-3,
+                             atol=1e-4 * np.abs(gradients[1]).max())
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6),
+               ours.batch_stats, reference.batch_stats)

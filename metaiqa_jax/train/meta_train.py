@@ -9,13 +9,35 @@ sees the same data and gives the same result as an uninterrupted one.
 Preemption (SIGTERM, SIGKILL), NaN losses and resuming are handled by `loop.run_steps`.
 """
 
+from typing import Callable
+
 import jax
 import ml_collections
 
 from metaiqa_jax import meta, parallel
 from metaiqa_jax.data import pipeline
-from metaiqa_jax.models import construct
+from metaiqa_jax.models import backbones, construct, make_apply_fn
+from metaiqa_jax.models.metaiqa import jitted_backbone
 from metaiqa_jax.train import loop, reporting, setup
+
+
+def make_step(config: ml_collections.ConfigDict, model, tx, *,
+              features_once: bool = True) -> Callable:
+  """The meta-step `meta_train` runs (`meta.make_meta_step` with `config.meta`'s settings) for
+  `model` and the outer optimiser `tx`.
+
+  A backbone frozen whole (`backbones.output_is_fixed`, as the transfer recipe trains it) runs
+  once per meta-batch and the step adapts the head on its features, the same step without
+  repeating the backbone in every inner step, query pass and shared-statistics pass;
+  `features_once=False` keeps it inside the step (bench/efficientnet.py compares the two).
+  """
+  fixed = features_once and backbones.output_is_fixed(model.arch, model.freeze, model.head_input)
+  return meta.make_meta_step(
+      make_apply_fn(model, on_features=fixed), tx, inner_steps=config.meta.inner_steps,
+      inner_lr=setup.inner_lrs(config.meta), algorithm=config.meta.algorithm,
+      task_map=config.meta.task_map or None, adapt=config.meta.adapt, remat=config.meta.remat,
+      inner_optimizer=config.meta.inner_optimizer, batch_norm=config.meta.batch_norm,
+      features_fn=jitted_backbone(model) if fixed else None)
 
 
 def meta_train(config: ml_collections.ConfigDict, workdir: str, *,
@@ -34,16 +56,12 @@ def meta_train(config: ml_collections.ConfigDict, workdir: str, *,
   """
   run = setup.meta_run(config, workdir, source=source,
                        grad_order=setup.conv_grad_order(config.meta), verify=True)
-  lrs = setup.inner_lrs(config.meta)
   tx = run.outer_optimizer()
   variables = construct.initial_variables(run.model, config.model.init,
                                           jax.random.key(config.seed), config.data.image_size)
-  state = meta.init_meta_state(variables, tx, meta_sgd=config.meta.meta_sgd, inner_lr=lrs)
-  step_fn = meta.make_meta_step(
-      run.apply_fn, tx, inner_steps=config.meta.inner_steps, inner_lr=lrs,
-      algorithm=config.meta.algorithm, task_map=config.meta.task_map or None,
-      adapt=config.meta.adapt, remat=config.meta.remat,
-      inner_optimizer=config.meta.inner_optimizer, batch_norm=config.meta.batch_norm)
+  state = meta.init_meta_state(variables, tx, meta_sgd=config.meta.meta_sgd,
+                               inner_lr=setup.inner_lrs(config.meta))
+  step_fn = make_step(config, run.model, tx)
   task_slice = parallel.process_share(config.meta.tasks_per_batch)
   rng = jax.random.key(config.seed)
 
