@@ -2,8 +2,9 @@
 
 Every benchmark writes `bench/results/NAME.json`, a list of rows
 `{metric, ours, peer, ratio, unit, shape}` (ratio > 1: we are better; rows timed in interleaved
-rounds add `ratio_range` and `rounds`), plus a `machine` row (`unit` 'info') recording where and
-under which load it ran.
+rounds add `ratio_range` and `rounds`, per-layer rows of `convs.py --arch efficientnet_lite0`
+their `flops` and least memory traffic `bytes`), plus a `machine` row (`unit` 'info')
+recording where and under which load it ran.
 """
 
 import json
@@ -17,8 +18,18 @@ RESULTS = pathlib.Path(__file__).parent / 'results'
 
 
 def max_rss_mb() -> float:
-  """Peak resident memory of this process so far, MiB (Linux reports KiB)."""
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  """Peak resident memory of this process so far, MiB.
+
+  Linux: `VmHWM` of /proc/self/status, the peak of this program's own address space. Not
+  `getrusage`'s `ru_maxrss`, which a process started by `subprocess` inherits from its parent
+  (Linux carries the forked copy's peak across `execve`), so every worker of a driver that had
+  loaded JAX reported at least the driver's size. Elsewhere `ru_maxrss` (KiB).
+  """
+  try:
+    status = pathlib.Path('/proc/self/status').read_text().split()
+    return int(status[status.index('VmHWM:') + 1]) / 1024
+  except (OSError, ValueError):
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def time_calls(fn, repeats: int) -> tuple[float, float]:
@@ -82,15 +93,19 @@ def interleaved_row(metric, items: float, ours_s, peer_s, unit, shape) -> dict:
 
 # The PyTorch peers of the image benchmarks, by their key in `interleave`'s runs: channels_last?
 TORCH_LAYOUTS = {'torch': False, 'torch channels_last': True}
+# What each PyTorch peer's row adds to the metric (`rows_against_torch`).
+TORCH_PEER_SUFFIXES = {'torch': '', 'torch channels_last': ' vs channels_last',
+                       'torch.compile': ' vs torch.compile'}
 
 
-def rows_against_torch(metric: str, images: int, seconds, ours: str, shape) -> list[dict]:
-  """img/s rows of `seconds[ours]` (from `interleave`) against each PyTorch layout it timed
-  (NCHW, then channels_last with ' vs channels_last' added to `metric`); one row without a
-  peer when it timed neither."""
-  peers = [peer for peer in TORCH_LAYOUTS if peer in seconds] or [None]
-  return [interleaved_row(metric + (' vs channels_last' if TORCH_LAYOUTS.get(peer) else ''),
-                          images, seconds[ours], seconds.get(peer), 'img/s', shape)
+def rows_against_torch(metric: str, images: int, seconds, ours: str, shape,
+                       unit: str = 'img/s') -> list[dict]:
+  """Throughput rows (`images` per call) of `seconds[ours]` (from `interleave`) against each
+  PyTorch peer it timed (NCHW, then channels_last and torch.compile with ' vs channels_last' /
+  ' vs torch.compile' added to `metric`); one row without a peer when it timed none."""
+  peers = [peer for peer in TORCH_PEER_SUFFIXES if peer in seconds] or [None]
+  return [interleaved_row(metric + TORCH_PEER_SUFFIXES.get(peer, ''), images, seconds[ours],
+                          seconds.get(peer), unit, shape)
           for peer in peers]
 
 
@@ -107,6 +122,32 @@ def jax_peak_flops(n: int = 2048, repeats: int = 5) -> float:
   matmul(a, b).block_until_ready()
   seconds = best_of(lambda: matmul(a, b).block_until_ready(), repeats, rounds=5)
   return 2 * n ** 3 / seconds
+
+
+def jax_peak_bandwidth(mib: int = 256, repeats: int = 5) -> float:
+  """Measured memory bandwidth of XLA on the default device, bytes/s: `x * 0.5 + 1` over a
+  float32 array of `mib` MiB, far larger than the CPU's caches, read once and written once in
+  place (donated: a fresh output would time the kernel's first touch of its pages)."""
+  import jax
+  import jax.numpy as jnp
+  holder = [jnp.ones((mib * 2 ** 18,), jnp.float32)]
+  nbytes = holder[0].nbytes
+  scale = jax.jit(lambda x: x * 0.5 + 1, donate_argnums=0)
+
+  def run():
+    holder[0] = scale(holder[0])
+    holder[0].block_until_ready()
+  run()
+  return 2 * nbytes / best_of(run, repeats, rounds=5)
+
+
+def bandwidth_row() -> tuple[float, dict]:
+  """(`jax_peak_bandwidth()` bytes/s, its result row), printed."""
+  bandwidth = jax_peak_bandwidth()
+  result = row('memory bandwidth (x * 0.5 + 1 in place, 256 MiB)', bandwidth / 1e9, None, 'GB/s',
+               f'{os.cpu_count()} threads; XLA')
+  print_rows([result])
+  return bandwidth, result
 
 
 def torch_peak_flops(n: int = 2048, repeats: int = 5) -> float | None:

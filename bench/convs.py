@@ -14,9 +14,20 @@ batch `--batch`, times three uses of `metaiqa_jax.models.layers.Conv` with `impl
 This is the evidence behind the rule of `layers.choose_conv_impl`, and (`--loop`) behind the
 meta-learner's inner steps being written out rather than scanned.
 
+With `--arch efficientnet_lite0`, the same for every distinct convolution of EfficientNet-Lite0
+(TensorFlow-SAME padding), forward and forward+backward (Lite0 is never differentiated twice
+here), and three forms of each depthwise convolution: XLA's grouped convolution
+(`feature_group_count`), the shifted multiply-adds of `Conv(impl='matmul')`, and an im2col
+contraction (the k x k slices stacked on a new axis, then one `einsum` with the taps). Each row
+also carries the layer's FLOPs and its least memory traffic (input, output and kernel once, in
+float32), and the file the machine's matmul peak and memory bandwidth (`common.jax_peak_bandwidth`),
+so that the tables can give each layer's physical bound (roofline: the slower of FLOPs at the
+peak and bytes at the bandwidth) as a fraction of its measured time.
+
 Usage: python bench/convs.py [--size 224 --batch 16] [--width 1] [--loop] [--append]
-Writes bench/results/convs.json: `ours` = matmul seconds, `peer` = xla seconds, ratio > 1 when
-matmul is faster.
+       python bench/convs.py --arch efficientnet_lite0 --size 224 --batch 8
+Writes bench/results/convs.json (Lite0: convs_lite0.json): `ours` = matmul (or im2col) seconds,
+`peer` = xla seconds, ratio > 1 when `ours` is faster.
 """
 
 import argparse
@@ -82,6 +93,99 @@ def time_conv(shape, batch, impl, repeats, loop=False):
   return tuple(common.best_of(run, repeats) for run in runs)
 
 
+LITE0_PASSES = PASSES[:2]
+
+
+def lite0_convs(size: int):
+  """Counter of (in_hw, in_ch, out_ch, kernel, stride, groups) over EfficientNet-Lite0's convs."""
+  from metaiqa_jax.models import efficientnet
+  convs = collections.Counter({(size, 3, efficientnet.STEM_CHANNELS, 3, 2, 1): 1})
+  hw, cin = -(-size // 2), efficientnet.STEM_CHANNELS
+  for k, s, expand, repeats, cout in efficientnet.stage_table('efficientnet_lite0'):
+    for i in range(repeats):
+      stride, mid = s if i == 0 else 1, cin * expand
+      if expand != 1:
+        convs[(hw, cin, mid, 1, 1, 1)] += 1
+      convs[(hw, mid, mid, k, stride, mid)] += 1
+      hw = -(-hw // stride)
+      convs[(hw, mid, cout, 1, 1, 1)] += 1
+      cin = cout
+  convs[(hw, cin, efficientnet.HEAD_CHANNELS, 1, 1, 1)] += 1
+  return convs
+
+
+def depthwise_im2col(x, kernel, stride: int):
+  """Depthwise convolution, TensorFlow-SAME, as one contraction: the k x k strided slices
+  stacked on a new axis `(batch, out_h, out_w, k * k, C)` times the taps `(k * k, C)` of the
+  kernel `(k, k, 1, C)`, summed over the taps."""
+  import jax.numpy as jnp
+  from metaiqa_jax.models.layers import conv_padding
+  k = kernel.shape[0]
+  pads = [conv_padding(x.shape[axis], k, stride, 'same') for axis in (1, 2)]
+  x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+  out_h, out_w = ((x.shape[axis] - k) // stride + 1 for axis in (1, 2))
+  patches = jnp.stack([x[:, i:i + stride * (out_h - 1) + 1:stride,
+                         j:j + stride * (out_w - 1) + 1:stride] for i in range(k)
+                       for j in range(k)], axis=-2)
+  return jnp.einsum('bhwtc,tc->bhwc', patches, kernel.reshape(k * k, -1))
+
+
+def time_lite0_conv(shape, batch, form, repeats):
+  """Seconds of one Lite0 convolution in `form` ('xla' | 'matmul' | 'im2col', the last for
+  depthwise ones) per pass of `LITE0_PASSES`, each the best of 3 means of `repeats` (1 when a
+  call takes over 0.25 s)."""
+  import jax
+  import jax.numpy as jnp
+  from metaiqa_jax.models.layers import Conv
+  hw, cin, cout, k, s, groups = shape
+  conv = Conv(cout, k, s, 'same', impl='matmul' if form == 'im2col' else form, groups=groups)
+  x = jax.random.normal(jax.random.key(0), (batch, hw, hw, cin), jnp.float32)
+  params = conv.init(jax.random.key(1), x)
+  apply = ((lambda params, x: depthwise_im2col(x, params['params']['kernel'], s))
+           if form == 'im2col' else conv.apply)
+  forward = jax.jit(apply)
+  grads = jax.jit(jax.grad(lambda params, x: jnp.sum(jnp.square(apply(params, x))),
+                           argnums=(0, 1)))
+  times = []
+  for run in (lambda: forward(params, x).block_until_ready(),
+              lambda: jax.block_until_ready(grads(params, x))):
+    run()
+    first, _ = common.time_calls(run, 0)
+    times.append(common.best_of(run, 1 if first > 0.25 else repeats))
+  return times
+
+
+def main_lite0(args):
+  """The per-layer profile of EfficientNet-Lite0 (module docstring)."""
+  print(f'load average before: {common.load_average()}')
+  peak, peak_result = common.peak_row()
+  bandwidth, bandwidth_result = common.bandwidth_row()
+  rows = [peak_result, bandwidth_result]
+  for shape, count in sorted(lite0_convs(args.size).items(), reverse=True):
+    hw, cin, cout, k, s, groups = shape
+    out = -(-hw // s)
+    macs = args.batch * out * out * cout * k * k * cin // groups
+    x_bytes, y_bytes, w_bytes = (4 * args.batch * hw * hw * cin, 4 * args.batch * out * out * cout,
+                                 4 * k * k * cin // groups * cout)
+    # Forward: read x and the kernel, write y. Forward+backward adds the input's and the kernel's
+    # gradients: read dy, x and the kernel, write dx and dW (3x the multiply-adds).
+    flops = (2 * macs, 6 * macs)
+    traffic = (x_bytes + y_bytes + w_bytes, 3 * x_bytes + 2 * y_bytes + 3 * w_bytes)
+    kind = 'dw' if groups > 1 else ''
+    name = f'{kind}{k}x{k}/{s} {cin}->{cout} @{hw}px'
+    desc = f'batch {args.batch}, occurs {count}x in efficientnet_lite0 at {args.size}px'
+    forms = ('xla', 'matmul', 'im2col') if groups > 1 else ('xla', 'matmul')
+    times = {form: time_lite0_conv(shape, args.batch, form, args.repeats) for form in forms}
+    for i, pass_name in enumerate(LITE0_PASSES):
+      for form in forms[1:]:
+        rows.append(common.row(f'conv {name} {pass_name} {form}', times[form][i],
+                               times['xla'][i], 's', desc, higher_is_better=False)
+                    | {'flops': flops[i], 'bytes': traffic[i]})
+    common.print_rows(rows[-len(LITE0_PASSES) * (len(forms) - 1):])
+  print(f'load average after: {common.load_average()}')
+  common.write_rows('convs_lite0', rows, append=args.append, out=args.out)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--size', type=int, default=224)
@@ -90,9 +194,12 @@ def main():
   parser.add_argument('--repeats', type=int, default=2)
   parser.add_argument('--loop', action='store_true',
                       help=f'also time {LOOP_PASS!r} (slow with XLA convolutions)')
+  parser.add_argument('--arch', default='resnet18', choices=['resnet18', 'efficientnet_lite0'])
   parser.add_argument('--append', action='store_true')
-  parser.add_argument('--out', help='default: bench/results/convs.json')
+  parser.add_argument('--out', help='default: bench/results/convs.json (convs_lite0.json)')
   args = parser.parse_args()
+  if args.arch == 'efficientnet_lite0':
+    return main_lite0(args)
   print(f'load average before: {common.load_average()}')
   passes = PASSES + ((LOOP_PASS,) if args.loop else ())
   rows, totals = [], collections.defaultdict(float)

@@ -1,7 +1,7 @@
 """Benchmark of one meta-training step: tasks/s and peak memory, JAX vs PyTorch peers.
 
 Not a test. Every configuration runs in a fresh subprocess, so its peak resident memory
-(`resource.getrusage(RUSAGE_SELF).ru_maxrss`, which includes the interpreter, the libraries and,
+(`common.max_rss_mb`: VmHWM, which includes the interpreter, the libraries and,
 for JAX, XLA compilation) belongs to that configuration alone. For JAX, XLA's own buffer plan
 of the step (`memory_analysis()`: arguments + outputs + temporaries - donated aliases) is the
 run-time memory without the compiler's. Step times exclude the first (compiling / warm-up)

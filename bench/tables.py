@@ -179,21 +179,185 @@ def table_memory() -> str | None:
 
 
 def table_commands() -> str | None:
-  """metaiqa-score and metaiqa-adapt end to end, cold and warm compilation cache."""
+  """metaiqa-score (against its torch + PIL peer) and metaiqa-adapt end to end."""
   rows = _rows('commands')
   if not rows:
     return None
   machine = json.loads(next(r for r in rows if r['metric'] == 'machine')['shape'])
-  lines = ['| command (fresh process, start-up included) | seconds | runs |', '|---|---:|---|']
-  lines += [f"| {r['metric']} | {r['ours']:.1f} | {r['shape'] or 'one'} |"
-            for r in rows if r['metric'] != 'machine']
+  lines = ['| command (fresh process, start-up included) | ours | torch + PIL loop | ratio '
+           '(rounds) | unit | runs |', '|---|---:|---:|---|---|---|']
+  lines += [f"| {r['metric']} | {_fmt(r['ours'], 4)} | {_fmt(r['peer'], 4)} | {_ratio(r)} | "
+            f"{r['unit']} | {r['shape']} |" for r in rows if r['metric'] != 'machine']
   return '\n'.join(lines + ['', f"{machine.get('cpu')}, {machine.get('nproc')} cores, load "
                                  f"{machine.get('loadavg_at_end')} at the end."])
 
 
-TABLES = {'bench-commands': table_commands, 'bench-224px': table_224px, 'bench-meta-64px': table_meta_64px,
-          'bench-convs': table_convs, 'bench-convs-224px-layers': table_convs_224px_layers,
-          'bench-memory': table_memory}
+LITE0_WORKLOADS = (('scoring, batch 1', 'img/s'), ('scoring, batch 32', 'img/s'),
+                   ('fine-tuning step, batch 16', 'img/s'),
+                   ('meta-step, 8 tasks x (4+4)', 'tasks/s'),
+                   ('meta-step, 8 tasks x (4+4), on images', 'tasks/s'))
+
+
+def table_lite0() -> str | None:
+  """EfficientNet-Lite0 + stats head at 224 px against PyTorch (bench/efficientnet.py)."""
+  rows = _rows('efficientnet')
+  if not rows:
+    return None
+  lines = ['| workload (Lite0 + stats head, 224 px) | ours | torch NCHW | ratio (rounds) | '
+           'torch channels_last | ratio (rounds) | ours / peak | best torch / peak | first call '
+           's, cache cold / warm (torch) | peak RSS MB (torch) |',
+           '|---|---:|---:|---|---:|---|---:|---:|---|---|']
+  for label, unit in LITE0_WORKLOADS:
+    base = label.split(', on images')[0]
+    nchw = _find(rows, f'{label} {unit}')
+    if not nchw:
+      continue
+    cl = _find(rows, f'{label} {unit} vs channels_last')
+    peak = _find(rows, f'{base} achieved / peak') if label == base else None
+    cold = _find(rows, f'{base} first call, cold compilation cache')
+    warm = _find(rows, f'{base} first call, warm compilation cache')
+    rss = _find(rows, f'{base} peak RSS')
+    first = (f"{_fmt(cold and cold['ours'])} / {_fmt(warm and warm['ours'])} "
+             f"({_fmt(cold and cold['peer'])})" if label == base else '-')
+    memory = f"{_fmt(rss['ours'], 4)} ({_fmt(rss['peer'], 4)})" if rss and label == base else '-'
+    lines.append(f"| {label} | {_fmt(nchw['ours'])} {unit} | {_fmt(nchw['peer'])} | "
+                 f"{_ratio(nchw)} | {_fmt(cl and cl['peer'])} | {_ratio(cl)} | "
+                 f"{_fmt(peak and peak['ours'], 2)} | {_fmt(peak and peak['peer'], 2)} | {first} | "
+                 f"{memory} |")
+  compiled = [r for r in rows if r['metric'].endswith('vs torch.compile')]
+  lines += [f"| {r['metric']} | {_fmt(r['ours'])} | {_fmt(r['peer'])} (torch.compile) | "
+            f"{_ratio(r)} | | | | | | |" for r in compiled]
+  matmul_peak = _find(rows, 'float32 matmul peak (2048^3)')
+  return '\n'.join(lines) + (f"\n\nPeak: the same run's float32 matmul, {matmul_peak['ours']:.0f} "
+                             f"GFLOP/s (torch.mm {_fmt(matmul_peak['peer'])}); load average at the "
+                             f'end {_load(rows)}.\n')
+
+
+def table_lite0_options() -> str | None:
+  """What each option of ours does against ours as shipped, and the head's Adam update."""
+  rows = _rows('efficientnet')
+  if not rows:
+    return None
+  lines = ['| option (Lite0 + stats head, 224 px) | with it | reference | ratio (rounds) | unit '
+           '| largest score change |', '|---|---:|---:|---|---|---:|']
+  for r in rows:
+    option = re.match(r'(scoring, batch \d+), (\w+) \(peer: ours as shipped\)', r['metric'])
+    if option:
+      change = _find(rows, f'{option.group(1)}, {option.group(2)} largest score change')
+      lines.append(f"| {option.group(1)}, {option.group(2)} (reference: as shipped) | "
+                   f"{_fmt(r['ours'])} | {_fmt(r['peer'])} | {_ratio(r)} | {r['unit']} | "
+                   f"{_fmt(change and change['ours'], 2)} |")
+    elif r['metric'].startswith(('scoring in calls of', 'Adam update')):
+      lines.append(f"| {r['metric'].rsplit(' ', 1)[0]} | {_fmt(r['ours'])} | {_fmt(r['peer'])} | "
+                   f"{_ratio(r)} | {r['unit']} | - |")
+  return '\n'.join(lines) + '\n'
+
+
+def table_lite0_targets() -> str | None:
+  """Issue 28's targets, met or not, read off efficientnet.json and commands.json."""
+  rows, commands = _rows('efficientnet'), _rows('commands')
+  if not (rows and commands):
+    return None
+  lines = ['| target | result | status |', '|---|---|---|']
+
+  def against_faster_peer(label, metric, source=rows):
+    found = [r for r in (_find(source, metric), _find(source, metric + ' vs channels_last'))
+             if r and r.get('ratio')]
+    if not found:
+      return
+    worst = min(found, key=lambda r: r['ratio'])
+    lines.append(f"| {label} >= 1.5x the faster of torch NCHW / channels_last | {_ratio(worst)} "
+                 f"against {'channels_last' if 'channels_last' in worst['metric'] else 'NCHW'} | "
+                 f"{'met' if worst['ratio'] >= 1.5 else '**missed**'} |")
+
+  for label, unit in LITE0_WORKLOADS[:3]:
+    against_faster_peer(label, f'{label} {unit}')
+  score = next((r for r in commands if r['metric'].startswith('metaiqa-score')
+                and r['unit'] == 'files/s'), None)
+  if score:
+    lines.append(f"| metaiqa-score end to end >= 1.5x a torch + PIL loop | {_ratio(score)} "
+                 f"({_fmt(score['ours'])} against {_fmt(score['peer'])} files/s) | "
+                 f"{'met' if score['ratio'] >= 1.5 else '**missed**'} |")
+  for label, _ in LITE0_WORKLOADS[:4]:
+    warm = _find(rows, f'{label} first call, warm compilation cache')
+    if warm:
+      lines.append(f"| first call with a warm cache < 5 s: {label} | {warm['ours']:.2f} s | "
+                   f"{'met' if warm['ours'] < 5 else '**missed**'} |")
+  suffix = ' largest score change'
+  for r in rows:
+    if r['metric'].endswith(suffix):
+      status = 'within' if r['ours'] <= 1e-4 else 'beyond (not shipped)'
+      lines.append(f"| scores within 1e-4 of float32 as shipped: {r['metric'][:-len(suffix)]} | "
+                   f"{r['ours']:.2g} | {status} |")
+  return '\n'.join(lines) + '\n'
+
+
+def _lite0_layers(rows):
+  """[(name, kernel, stride, groups, output side, count, {pass: {form: s}}, {pass: (FLOPs,
+  bytes)})] of convs_lite0.json, in the file's order."""
+  layers = {}
+  for r in rows:
+    m = re.match(r'conv ((dw)?(\d+)x\d+/(\d+) \d+->\d+ @(\d+)px) (forward(?:\+backward)?) '
+                 r'(\w+)$', r['metric'])
+    if not m:
+      continue
+    name, dw, kernel, stride, size, pass_name, form = m.groups()
+    layer = layers.setdefault(name, {
+        'kernel': int(kernel), 'stride': int(stride), 'depthwise': bool(dw),
+        'out': -(-int(size) // int(stride)),
+        'count': int(re.search(r'occurs (\d+)x', r['shape']).group(1)), 'times': {}, 'cost': {}})
+    layer['times'].setdefault(pass_name, {'xla': r['peer']})[form] = r['ours']
+    layer['cost'][pass_name] = (r['flops'], r['bytes'])
+  return layers
+
+
+def table_convs_lite0() -> str | None:
+  """Lite0's convolutions at 224 px: each form, the rule's pick, the roofline bound."""
+  rows = _rows('convs_lite0')
+  if not rows:
+    return None
+  peak = _find(rows, 'float32 matmul peak (2048^3)')['ours'] * 1e9
+  bandwidth = next(r for r in rows if r['metric'].startswith('memory bandwidth'))['ours'] * 1e9
+  layers = _lite0_layers(rows)
+  passes = {'forward': 0, 'forward+backward': 1}
+  lines = ['| conv (224 px input, batch 8) | out | x | pass | XLA ms | multiply-add / matmul ms | '
+           'im2col ms | rule picks | bound ms (FLOPs or bytes) | bound / rule |',
+           '|---|---|---:|---|---:|---:|---:|---|---:|---:|']
+  totals = {p: {'xla': 0.0, 'matmul': 0.0, 'rule': 0.0, 'best': 0.0, 'bound': 0.0}
+            for p in passes}
+  for name, layer in layers.items():
+    for pass_name, order in passes.items():
+      times, (flops, traffic) = layer['times'][pass_name], layer['cost'][pass_name]
+      pick = choose_conv_impl(layer['kernel'], layer['stride'], layer['out'] ** 2, order,
+                              2 if layer['depthwise'] else 1)
+      bound = max(flops / peak, traffic / bandwidth)
+      limit = 'FLOPs' if flops / peak > traffic / bandwidth else 'bytes'
+      count, total = layer['count'], totals[pass_name]
+      for key, value in (('xla', times['xla']), ('matmul', times['matmul']),
+                         ('rule', times[pick]), ('best', min(times.values())), ('bound', bound)):
+        total[key] += count * value
+      lines.append(f"| {name} | {layer['out']}x{layer['out']} | {count} | {pass_name} | "
+                   f"{times['xla'] * 1e3:.3g} | {times['matmul'] * 1e3:.3g} | "
+                   f"{_fmt(times.get('im2col') and times['im2col'] * 1e3)} | {pick} | "
+                   f"{bound * 1e3:.2g} ({limit}) | {bound / times[pick]:.2f} |")
+  lines += ['', '| whole network, batch 8 | all XLA s | all multiply-add / matmul s | rule s | '
+            'best per layer s | roofline bound s | bound / rule |',
+            '|---|---:|---:|---:|---:|---:|---:|']
+  for pass_name, t in totals.items():
+    lines.append(f"| {pass_name} | {t['xla']:.3f} | {t['matmul']:.3f} | {t['rule']:.3f} | "
+                 f"{t['best']:.3f} | {t['bound']:.3f} | {t['bound'] / t['rule']:.2f} |")
+  return '\n'.join(lines) + (f'\n\nBounds: the same run\'s float32 matmul peak '
+                             f'{peak / 1e9:.0f} GFLOP/s and memory bandwidth '
+                             f'{bandwidth / 1e9:.1f} GB/s; load average at the end '
+                             f'{_load(rows)}.\n')
+
+
+TABLES = {'bench-commands': table_commands, 'bench-224px': table_224px,
+          'bench-meta-64px': table_meta_64px, 'bench-convs': table_convs,
+          'bench-convs-224px-layers': table_convs_224px_layers, 'bench-memory': table_memory,
+          'bench-lite0-targets': table_lite0_targets, 'bench-lite0': table_lite0,
+          'bench-lite0-options': table_lite0_options,
+          'bench-convs-lite0': table_convs_lite0}
 
 
 def main():
