@@ -310,7 +310,7 @@ def jax_meta(cfg, on_images: bool = False):
   `metaiqa-meta-train` builds it (the frozen backbone once per meta-batch, the step on its
   features); `on_images`: the backbone inside the step."""
   import jax
-  from metaiqa_jax import meta, optim
+  from metaiqa_jax import meta
   from metaiqa_jax.configs import pretraining
   from metaiqa_jax.models import construct, init_variables
   from metaiqa_jax.train import meta_train, setup
@@ -319,8 +319,7 @@ def jax_meta(cfg, on_images: bool = False):
   config.meta.query_size = cfg['shots']
   model = construct.build_model(config.model, grad_order=setup.conv_grad_order(config.meta))
   variables = init_variables(model, jax.random.key(0), cfg['size'])
-  tx = optim.make_optimizer(lr=config.optim.lr, head_lr=config.optim.head_lr,
-                            schedule=setup.outer_schedule(config.optim))
+  tx = setup.outer_optimizer(config.optim)
   step = meta_train.make_step(config, model, tx, features_once=not on_images)
   shape = (cfg['tasks'], cfg['shots'], cfg['size'], cfg['size'], 3)
   images = {part: _images(shape) for part in ('support', 'query')}

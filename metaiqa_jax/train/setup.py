@@ -48,12 +48,8 @@ class Run:
   validate: Optional[Callable[[Any], dict]] = None
 
   def outer_optimizer(self) -> optax.GradientTransformation:
-    """The optimiser of pretraining's outer steps (`config.optim`: both learning rates and
-    their schedule)."""
-    optim_config = self.config.optim
-    schedule = outer_schedule(optim_config)
-    return optim.make_optimizer(lr=optim_config.lr, head_lr=optim_config.head_lr,
-                                schedule=schedule)
+    """`outer_optimizer(config.optim)`."""
+    return outer_optimizer(self.config.optim)
 
 
 def meta_run(config: ml_collections.ConfigDict, workdir, *, source=None, grad_order: int = 1,
@@ -148,6 +144,13 @@ def conv_grad_order(meta_config) -> int:
 def inner_lrs(meta_config) -> dict:
   """Per-group inner learning rates: backbone and head, as the authors' code."""
   return {'backbone': meta_config.inner_lr, 'head': meta_config.inner_lr_head}
+
+
+def outer_optimizer(optim_config) -> optax.GradientTransformation:
+  """The optimiser of pretraining's outer steps (`config.optim`: both learning rates and
+  their schedule)."""
+  return optim.make_optimizer(lr=optim_config.lr, head_lr=optim_config.head_lr,
+                              schedule=outer_schedule(optim_config))
 
 
 def outer_schedule(optim_config) -> Optional[optax.Schedule]:
